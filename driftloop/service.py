@@ -1,0 +1,185 @@
+"""Wires configuration into running parts: vLLM (optional), the sidecar, the control API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from driftloop.api import create_api
+from driftloop.config import Config
+from monitor.aliases import AliasTable
+from monitor.metrics import SidecarMetrics
+from monitor.proxy import OpenAIProxy
+from monitor.redaction import PatternRedactor
+from monitor.sampling import Sampler
+from monitor.sidecar import Sidecar
+from monitor.store import Store, StoreError
+from monitor.writer import CaptureWriter
+
+log = logging.getLogger(__name__)
+
+TOKEN_FILE = "api-token"
+
+
+@dataclass
+class Components:
+    sidecar: Sidecar
+    store: Store | None
+    aliases: AliasTable
+    registry: CollectorRegistry
+
+
+def build_components(
+    cfg: Config, upstream_url: str, registry: CollectorRegistry | None = None
+) -> Components:
+    """Everything the sidecar needs, built from config; an unopenable store disables capture only."""
+    registry = registry or CollectorRegistry()
+    metrics = SidecarMetrics(registry)
+    known = {cfg.vllm.served_model_name, *cfg.capture.sample_rates, *cfg.aliases.values()}
+    aliases = AliasTable(cfg.aliases, known_models=known)
+    store = None
+    writer = None
+    if cfg.capture.enabled:
+        try:
+            store = Store.open(cfg.capture.db_path)
+        except StoreError as exc:
+            # Fail open: traffic flows, capture losses are counted as store_unavailable.
+            log.error("capture disabled: %s", exc)
+        writer = CaptureWriter(
+            store,
+            metrics,
+            queue_size=cfg.capture.queue_size,
+            batch_size=cfg.capture.batch_size,
+            flush_interval_s=cfg.capture.flush_interval_s,
+            redact=PatternRedactor(cfg.capture.redact_patterns),
+        )
+    proxy = OpenAIProxy(
+        upstream_url,
+        metrics=metrics,
+        aliases=aliases,
+        sampler=Sampler(cfg.capture.sample_rate, cfg.capture.sample_rates),
+        writer=writer,
+        timeout_s=cfg.sidecar.upstream_timeout_s,
+        connect_timeout_s=cfg.sidecar.upstream_connect_timeout_s,
+        max_connections=cfg.sidecar.max_connections,
+        max_body_bytes=cfg.capture.max_body_bytes,
+    )
+    return Components(Sidecar(proxy, writer), store, aliases, registry)
+
+
+def api_token(cfg: Config) -> str:
+    """The control API token: from the configured env var, else a generated one kept in cache_dir."""
+    token = os.environ.get(cfg.api.token_env)
+    if token:
+        return token
+    path = cfg.cache_dir / TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token)
+    log.info("generated a control API token in %s (set %s to choose one)", path, cfg.api.token_env)
+    return token
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to ``serve`` (two servers share one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _uvicorn_config(app: object, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def serve(cfg: Config) -> None:
+    """Run until SIGINT/SIGTERM: optionally vLLM, then the sidecar and the control API."""
+    with _upstream(cfg) as upstream_url:
+        parts = build_components(cfg, upstream_url)
+        api = create_api(api_token(cfg), parts.store, parts.sidecar, parts.aliases)
+        servers = [
+            _Server(_uvicorn_config(parts.sidecar, cfg.sidecar.host, cfg.sidecar.port)),
+            _Server(_uvicorn_config(api, cfg.api.host, cfg.api.port)),
+        ]
+        log.info(
+            "sidecar on http://%s:%d -> %s; metrics at /metrics; control API on http://%s:%d",
+            cfg.sidecar.host,
+            cfg.sidecar.port,
+            upstream_url,
+            cfg.api.host,
+            cfg.api.port,
+        )
+        try:
+            asyncio.run(_run_servers(servers))
+        finally:
+            if parts.store is not None:
+                parts.store.close()
+
+
+async def _run_servers(servers: list[_Server]) -> None:
+    def stop_all() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_all)
+    await asyncio.gather(*(server.serve() for server in servers))
+
+
+@contextlib.contextmanager
+def _upstream(cfg: Config) -> Iterator[str]:
+    """Start vLLM when configured to, else use ``sidecar.upstream_url`` as it is."""
+    if not cfg.vllm.launch:
+        yield cfg.sidecar.upstream_url
+        return
+    from monitor.vllm_process import VLLMServer
+
+    model_dir = cfg.vllm.model_dir or default_model_dir(cfg)
+    if not (Path(model_dir) / "config.json").exists():
+        raise SystemExit(
+            f"model folder {model_dir} is missing: run `driftloop model prepare` first"
+        )
+    server = VLLMServer(
+        model_dir=Path(model_dir),
+        served_model_name=cfg.vllm.served_model_name,
+        port=cfg.vllm.port,
+        max_model_len=cfg.vllm.max_model_len,
+        max_loras=cfg.vllm.max_loras,
+        max_lora_rank=cfg.vllm.max_lora_rank,
+        kv_cache_gib=cfg.vllm.kv_cache_gib,
+        log_path=cfg.cache_dir / "vllm.log",
+    )
+    server.start(timeout_s=cfg.vllm.start_timeout_s)
+    try:
+        yield server.base_url
+    finally:
+        server.stop()
+
+
+def default_model_dir(cfg: Config) -> Path:
+    return cfg.cache_dir / "models" / "smollm2-135m-instruct"

@@ -1,0 +1,49 @@
+"""The alias table: public model name -> served model name, swapped atomically for rollouts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+
+OTHER = "other"
+
+
+class AliasTable:
+    """Maps the ``model`` a client asks for to the name vLLM serves.
+
+    Reads are lock-free (one dict lookup on an immutable snapshot); ``set``/``replace`` build a
+    new snapshot and swap the reference, so a request sees either the old or the new mapping.
+
+    >>> table = AliasTable({"support": "support-v1"})
+    >>> table.set("support", "support-v2"); table.resolve("support")
+    'support-v2'
+    """
+
+    def __init__(
+        self, aliases: Mapping[str, str] | None = None, known_models: Iterable[str] = ()
+    ) -> None:
+        self._lock = threading.Lock()
+        self._aliases: Mapping[str, str] = dict(aliases or {})
+        self._known = frozenset(known_models)
+
+    def resolve(self, model: str | None) -> str | None:
+        if model is None:
+            return None
+        return self._aliases.get(model, model)
+
+    def set(self, alias: str, served: str) -> None:
+        with self._lock:
+            self._aliases = {**self._aliases, alias: served}
+
+    def replace(self, aliases: Mapping[str, str]) -> None:
+        with self._lock:
+            self._aliases = dict(aliases)
+
+    def snapshot(self) -> dict[str, str]:
+        return dict(self._aliases)
+
+    def label(self, model: str | None) -> str:
+        """A bounded metric label: configured names pass, anything a client made up is ``other``."""
+        if model is not None and (model in self._aliases or model in self._known):
+            return model
+        return OTHER

@@ -1,0 +1,208 @@
+"""What one captured exchange is, and how its raw bytes become a ``requests`` row.
+
+The proxy only collects bytes on the hot path; parsing JSON bodies and assembling streamed
+chunks happens here, in the writer thread, so that capture costs the traffic as little as possible.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+Redact = Callable[[str], str]
+
+REQUESTS_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("route", pa.string()),
+        ("model_alias", pa.string()),
+        ("served_model", pa.string()),
+        ("stream", pa.bool_()),
+        ("request_json", pa.string()),
+        ("prompt_text", pa.string()),
+        ("response_text", pa.string()),
+        ("finish_reason", pa.string()),
+        ("prompt_tokens", pa.int32()),
+        ("completion_tokens", pa.int32()),
+        ("status_code", pa.int32()),
+        ("latency_s", pa.float64()),
+        ("ttft_s", pa.float64()),
+        ("upstream_id", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
+
+@dataclass(slots=True)
+class CapturedExchange:
+    """Raw facts about one proxied request, collected on the hot path without parsing."""
+
+    request_id: str
+    started_at: float  # unix seconds
+    route: str
+    model_alias: str | None
+    served_model: str | None
+    stream: bool
+    request_body: bytes
+    status_code: int = 0
+    response_body: bytes = b""  # whole body, or the SSE bytes as received for streams
+    latency_s: float | None = None
+    ttft_s: float | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Assembled:
+    text: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    upstream_id: str | None = None
+
+
+def to_row(exchange: CapturedExchange, redact: Redact) -> dict[str, Any]:
+    """Turn an exchange into a ``requests`` row; bodies that do not parse still yield a row."""
+    request = _loads(exchange.request_body)
+    if (
+        exchange.stream
+        and exchange.status_code == 200
+        and exchange.response_body.lstrip()[:5] == b"data:"
+    ):
+        assembled = assemble_stream(exchange.response_body)
+    else:
+        assembled = assemble_body(_loads(exchange.response_body))
+    prompt = prompt_text(request) if isinstance(request, dict) else None
+    return {
+        "request_id": exchange.request_id,
+        "started_at": datetime.fromtimestamp(exchange.started_at, tz=UTC),
+        "route": exchange.route,
+        "model_alias": exchange.model_alias,
+        "served_model": exchange.served_model,
+        "stream": exchange.stream,
+        "request_json": _redacted(exchange.request_body.decode("utf-8", "replace"), redact),
+        "prompt_text": _redacted(prompt, redact),
+        "response_text": _redacted(assembled.text, redact),
+        "finish_reason": assembled.finish_reason,
+        "prompt_tokens": assembled.prompt_tokens,
+        "completion_tokens": assembled.completion_tokens,
+        "status_code": exchange.status_code,
+        "latency_s": exchange.latency_s,
+        "ttft_s": exchange.ttft_s,
+        "upstream_id": assembled.upstream_id,
+        "error": exchange.error,
+    }
+
+
+def prompt_text(request: dict[str, Any]) -> str | None:
+    """The text drift is measured on: the last user turn of a chat, or the completion prompt."""
+    messages = request.get("messages")
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, dict) and message.get("role") == "user":
+                return _content_text(message.get("content"))
+        return None
+    prompt = request.get("prompt")
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        return "\n".join(prompt)
+    return None  # token-id prompts carry no text
+
+
+def assemble_body(body: Any) -> _Assembled:
+    """Read text, finish reason, usage and id from a non-streamed (chat) completion."""
+    out = _Assembled()
+    if not isinstance(body, dict):
+        return out
+    out.upstream_id = body.get("id") if isinstance(body.get("id"), str) else None
+    _read_usage(body.get("usage"), out)
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        first = choices[0]
+        message = first.get("message")
+        if isinstance(message, dict):
+            out.text = _content_text(message.get("content"))
+        elif isinstance(first.get("text"), str):
+            out.text = first["text"]
+        out.finish_reason = first.get("finish_reason")
+    return out
+
+
+def assemble_stream(raw: bytes) -> _Assembled:
+    """Concatenate the first choice's deltas of an SSE stream and read its final usage chunk."""
+    out = _Assembled()
+    parts: list[str] = []
+    for line in raw.splitlines():
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            break
+        chunk = _loads(data)
+        if not isinstance(chunk, dict):
+            continue
+        if out.upstream_id is None and isinstance(chunk.get("id"), str):
+            out.upstream_id = chunk["id"]
+        _read_usage(chunk.get("usage"), out)
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            piece = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+            if isinstance(piece, str):
+                parts.append(piece)
+            if choice.get("finish_reason"):
+                out.finish_reason = choice["finish_reason"]
+    out.text = "".join(parts)
+    return out
+
+
+def is_usage_only_event(event: bytes) -> bool:
+    """True for the final ``choices: []`` chunk that carries only usage (cheap test first)."""
+    if b'"usage"' not in event or b'"choices"' not in event:
+        return False
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            chunk = _loads(line[5:].strip())
+            return (
+                isinstance(chunk, dict) and chunk.get("choices") == [] and bool(chunk.get("usage"))
+            )
+    return False
+
+
+def rows_to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=REQUESTS_SCHEMA)
+
+
+def _read_usage(usage: Any, out: _Assembled) -> None:
+    if isinstance(usage, dict):
+        if isinstance(usage.get("prompt_tokens"), int):
+            out.prompt_tokens = usage["prompt_tokens"]
+        if isinstance(usage.get("completion_tokens"), int):
+            out.completion_tokens = usage["completion_tokens"]
+
+
+def _content_text(content: Any) -> str | None:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # multi-part content: keep the text parts
+        texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        return "\n".join(t for t in texts if isinstance(t, str))
+    return None
+
+
+def _redacted(text: str | None, redact: Redact) -> str | None:
+    return None if text is None else redact(text)
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None

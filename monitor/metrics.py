@@ -1,0 +1,133 @@
+"""Prometheus metrics of the sidecar: what users see on /metrics, defined in one place.
+
+Labels are bounded by construction: ``route`` is one of three values, ``status_class`` one of
+five, ``reason`` one of the ``DropReason`` values, ``model`` a configured name or ``other``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Sub-millisecond buckets: the sidecar's own cost is what matters, and it is small.
+OVERHEAD_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class DropReason(StrEnum):
+    """Why a sampled exchange never reached DuckDB."""
+
+    QUEUE_FULL = "queue_full"
+    WRITER_DEAD = "writer_dead"
+    WRITE_ERROR = "write_error"
+    STORE_UNAVAILABLE = "store_unavailable"
+    TOO_LARGE = "too_large"
+    CAPTURE_ERROR = "capture_error"
+    SHUTDOWN = "shutdown"
+
+
+class SidecarMetrics:
+    """All sidecar metrics, registered on the registry passed in (tests use a fresh one)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "driftloop_proxy_requests_total",
+            "Requests proxied, by route and upstream status class.",
+            ["route", "status_class"],
+            registry=registry,
+        )
+        self.upstream_latency = Histogram(
+            "driftloop_proxy_upstream_latency_seconds",
+            "Time from sending a request upstream to its last response byte.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.overhead = Histogram(
+            "driftloop_proxy_overhead_seconds",
+            "Time a request spends in the sidecar outside the upstream exchange.",
+            ["route"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "driftloop_proxy_upstream_errors_total",
+            "Requests the upstream could not answer (connection refused, timeout).",
+            ["kind"],
+            registry=registry,
+        )
+        self.client_disconnects = Counter(
+            "driftloop_proxy_client_disconnects_total",
+            "Requests whose client went away before the response ended; upstream was cancelled.",
+            ["route"],
+            registry=registry,
+        )
+        self.capture_decisions = Counter(
+            "driftloop_capture_decisions_total",
+            "Capture-eligible requests by sampling decision and model.",
+            ["model", "decision"],
+            registry=registry,
+        )
+        self.captured = Counter(
+            "driftloop_capture_enqueued_total",
+            "Exchanges handed to the capture writer.",
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "driftloop_capture_dropped_total",
+            "Sampled exchanges lost before reaching DuckDB, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in DropReason:  # export zeros so alerts and dashboards see every series
+            self.dropped.labels(reason=reason.value)
+        self.rows_written = Counter(
+            "driftloop_capture_rows_written_total",
+            "Rows appended to the requests table.",
+            registry=registry,
+        )
+        self.flush_duration = Histogram(
+            "driftloop_capture_flush_duration_seconds",
+            "Time to convert and append one batch to DuckDB.",
+            buckets=FLUSH_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "driftloop_capture_queue_depth",
+            "Exchanges waiting in memory for the writer.",
+            registry=registry,
+        )
+        self.writer_up = Gauge(
+            "driftloop_capture_writer_up",
+            "1 while the capture writer thread is alive and its store is open.",
+            registry=registry,
+        )
+        self.writer_restarts = Counter(
+            "driftloop_capture_writer_restarts_total",
+            "Times the capture writer thread died and was started again.",
+            registry=registry,
+        )
+
+    def drop(self, reason: DropReason, count: int = 1) -> None:
+        self.dropped.labels(reason=reason.value).inc(count)
+
+
+def status_class(status: int) -> str:
+    """``2xx`` … ``5xx``; anything else (0 for no response) is ``error``."""
+    return f"{status // 100}xx" if 100 <= status < 600 else "error"

@@ -1,0 +1,58 @@
+"""The DuckDB schema as numbered migrations; applied in order, each exactly once."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Migration(NamedTuple):
+    version: int
+    name: str
+    sql: str
+
+
+# Append new migrations at the end; never edit one that has shipped.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "requests",
+        """
+        CREATE TABLE requests (
+            request_id        VARCHAR NOT NULL,   -- driftloop's id for this exchange (uuid4 hex)
+            started_at        TIMESTAMPTZ NOT NULL,
+            route             VARCHAR NOT NULL,   -- chat_completions | completions
+            model_alias       VARCHAR,            -- `model` as the client sent it
+            served_model      VARCHAR,            -- `model` as sent to vLLM (after the alias table)
+            stream            BOOLEAN NOT NULL,
+            request_json      VARCHAR,            -- the client's request body (redacted)
+            prompt_text       VARCHAR,            -- messages flattened to text, or the prompt
+            response_text     VARCHAR,            -- assembled completion text (first choice)
+            finish_reason     VARCHAR,
+            prompt_tokens     INTEGER,
+            completion_tokens INTEGER,
+            status_code       INTEGER NOT NULL,
+            latency_s         DOUBLE,             -- request received -> last byte sent
+            ttft_s            DOUBLE,             -- request received -> first body byte from upstream
+            upstream_id       VARCHAR,            -- the id field of the upstream response
+            error             VARCHAR             -- why the exchange did not complete, if it did not
+        );
+        """,
+    ),
+    Migration(
+        2,
+        "audit_log",
+        """
+        CREATE SEQUENCE audit_log_seq;
+        CREATE TABLE audit_log (
+            id          BIGINT PRIMARY KEY DEFAULT nextval('audit_log_seq'),
+            occurred_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            actor       VARCHAR NOT NULL,   -- who called: the token's name, or 'anonymous'
+            client      VARCHAR,            -- peer address
+            method      VARCHAR NOT NULL,
+            path        VARCHAR NOT NULL,
+            status_code INTEGER NOT NULL,
+            detail      VARCHAR             -- request parameters or the error, as JSON
+        );
+        """,
+    ),
+)

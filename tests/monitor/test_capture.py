@@ -1,0 +1,87 @@
+"""Assembling rows from raw exchange bytes: the exact texts, tokens and finish reasons."""
+
+import json
+
+from monitor.capture import (
+    CapturedExchange,
+    assemble_stream,
+    is_usage_only_event,
+    prompt_text,
+    rows_to_arrow,
+    to_row,
+)
+
+
+def _chunk(content=None, finish=None, usage=None, choices=True):
+    body = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "m"}
+    if choices:
+        delta = {} if content is None else {"content": content}
+        body["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+    else:
+        body["choices"] = []
+    if usage:
+        body["usage"] = usage
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def test_stream_assembles_text_finish_reason_and_usage():
+    raw = (
+        _chunk("Hel")
+        + _chunk("lo")
+        + _chunk(finish="length")
+        + _chunk(usage={"prompt_tokens": 7, "completion_tokens": 2}, choices=False)
+        + b"data: [DONE]\n\n"
+    )
+    out = assemble_stream(raw)
+    assert (out.text, out.finish_reason, out.prompt_tokens, out.completion_tokens) == (
+        "Hello",
+        "length",
+        7,
+        2,
+    )
+    assert out.upstream_id == "chatcmpl-1"
+
+
+def test_stream_survives_garbage_lines():
+    out = assemble_stream(b"data: {not json\n\n" + _chunk("ok") + b": comment\n\n")
+    assert out.text == "ok"
+
+
+def test_usage_only_event_is_recognised_and_content_is_not():
+    usage = _chunk(usage={"prompt_tokens": 1, "completion_tokens": 1}, choices=False)
+    assert is_usage_only_event(usage)
+    assert not is_usage_only_event(_chunk("x"))
+    # A content chunk that mentions the words in its text is not a usage event.
+    assert not is_usage_only_event(_chunk('"usage" and "choices":[]'))
+
+
+def test_prompt_text_is_the_last_user_turn_or_the_prompt():
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "a"},
+        {"role": "user", "content": [{"type": "text", "text": "second"}]},
+    ]
+    assert prompt_text({"messages": messages}) == "second"
+    assert prompt_text({"prompt": "complete me"}) == "complete me"
+    assert prompt_text({"prompt": [1, 2, 3]}) is None
+
+
+def test_row_from_a_non_json_error_body_keeps_status_and_redacts():
+    exchange = CapturedExchange(
+        request_id="r1",
+        started_at=0.0,
+        route="chat_completions",
+        model_alias="a",
+        served_model="b",
+        stream=False,
+        request_body=b'{"messages":[{"role":"user","content":"my key sk-123"}]}',
+        status_code=500,
+        response_body=b"Internal Server Error",
+    )
+    row = to_row(exchange, lambda text: text.replace("sk-123", "[REDACTED]"))
+    assert row["status_code"] == 500
+    assert row["response_text"] is None
+    assert row["prompt_text"] == "my key [REDACTED]"
+    assert "sk-123" not in row["request_json"]
+    assert rows_to_arrow([row]).num_rows == 1
