@@ -66,6 +66,9 @@ class _Plan:
     body: bytes
     exchange: CapturedExchange | None = None
     strip_usage_event: bool = False
+    finished: bool = False
+    chunks: list[bytes] | None = None  # response bytes as received, when capturing
+    status: int = 0  # the upstream's status, once its headers arrived
 
 
 class OpenAIProxy:
@@ -128,27 +131,22 @@ class OpenAIProxy:
             url += "?" + scope["query_string"].decode("latin-1")
 
         watch = _DisconnectWatch(receive, asyncio.current_task())
-        status = 0
         try:
-            status, upstream_s = await self._exchange(
-                scope["method"], url, headers, plan, send, started
-            )
+            upstream_s = await self._exchange(scope["method"], url, headers, plan, send, started)
             self.metrics.overhead.labels(route=route).observe(
                 max(0.0, time.perf_counter() - started - upstream_s)
             )
         except asyncio.CancelledError:
             if not watch.disconnected:
                 raise
-            self.metrics.client_disconnects.labels(route=route).inc()
-            if plan.exchange is not None:
-                plan.exchange.error = "client_disconnected"
+            # SDKs close the connection as soon as they read `data: [DONE]`; that is an ending.
+            if not _stream_complete(plan.chunks):
+                self.metrics.client_disconnects.labels(route=route).inc()
+                if plan.exchange is not None:
+                    plan.exchange.error = "client_disconnected"
         finally:
             watch.stop()
-            self.metrics.requests.labels(route=route, status_class=status_class(status)).inc()
-            if plan.exchange is not None:
-                plan.exchange.latency_s = time.perf_counter() - started
-                plan.exchange.status_code = plan.exchange.status_code or status
-                self._submit(plan.exchange)
+            self._finish(plan, started)
 
     def _plan_capture(self, plan: _Plan, header: str | None, started_wall: float) -> None:
         """Apply the alias table and sampling; rewrite the body only when something changes."""
@@ -198,8 +196,8 @@ class OpenAIProxy:
         plan: _Plan,
         send: Send,
         started: float,
-    ) -> tuple[int, float]:
-        """Forward the request and relay the answer; returns (status, seconds spent upstream)."""
+    ) -> float:
+        """Forward the request and relay the answer; returns the seconds spent upstream."""
         if self._session is None:
             raise RuntimeError("OpenAIProxy.startup() was not awaited")
         upstream_started = time.perf_counter()
@@ -213,11 +211,16 @@ class OpenAIProxy:
                 skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            status = await self._send_upstream_error(send, exc)
+            upstream_s = time.perf_counter() - upstream_started
+            kind = _error_kind(exc)
+            self.metrics.upstream_errors.labels(kind=kind).inc()
+            plan.status = 504 if kind == "timeout" else 502
             if plan.exchange is not None:
-                plan.exchange.status_code = status
                 plan.exchange.error = f"upstream: {type(exc).__name__}: {exc}"
-            return status, time.perf_counter() - upstream_started
+            self._finish(plan, started)
+            await self._send_upstream_error(send, plan.status, kind, exc)
+            return upstream_s
+        plan.status = response.status
         try:
             await send(
                 {
@@ -228,9 +231,9 @@ class OpenAIProxy:
             )
             exchange = plan.exchange
             is_stream = response.content_type == "text/event-stream"
-            captured: list[bytes] | None = [] if exchange is not None else None
+            captured = plan.chunks = [] if exchange is not None else None
             first = True
-            events = _EventSplitter() if plan.strip_usage_event and is_stream else None
+            events = _UsageStripper() if plan.strip_usage_event and is_stream else None
             async for chunk in response.content.iter_any():
                 if first and exchange is not None:
                     exchange.ttft_s = time.perf_counter() - started
@@ -243,28 +246,26 @@ class OpenAIProxy:
             if events is not None and (tail := events.flush()):
                 await send({"type": "http.response.body", "body": tail, "more_body": True})
             upstream_s = time.perf_counter() - upstream_started
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
         except (aiohttp.ClientError, TimeoutError) as exc:
             # The upstream broke mid-response: headers are gone, so end the body and record it.
             upstream_s = time.perf_counter() - upstream_started
             self.metrics.upstream_errors.labels(kind=_error_kind(exc)).inc()
+            plan.chunks = None
             if plan.exchange is not None:
                 plan.exchange.error = f"upstream broke mid-response: {type(exc).__name__}: {exc}"
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            captured = None
         finally:
             response.close()  # on cancel this drops the connection, which aborts the upstream request
         self.metrics.upstream_latency.labels(route=plan.route).observe(upstream_s)
-        if plan.exchange is not None and captured is not None:
-            plan.exchange.status_code = response.status
-            plan.exchange.response_body = b"".join(captured)
-        return response.status, upstream_s
+        # Count and queue the capture before the client sees the end of the answer: once a client
+        # has its response, its row is in the writer's hands and its request is on /metrics.
+        self._finish(plan, started)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return upstream_s
 
-    async def _send_upstream_error(self, send: Send, exc: BaseException) -> int:
+    async def _send_upstream_error(
+        self, send: Send, status: int, kind: str, exc: BaseException
+    ) -> None:
         """Answer 502 (unreachable) or 504 (timeout) with an OpenAI-style error body."""
-        kind = _error_kind(exc)
-        self.metrics.upstream_errors.labels(kind=kind).inc()
-        status = 504 if kind == "timeout" else 502
         message = f"driftloop: upstream {self.upstream_url} {kind.replace('_', ' ')}: {exc}"
         body = json.dumps(
             {"error": {"message": message, "type": "upstream_error", "param": None, "code": kind}}
@@ -280,11 +281,20 @@ class OpenAIProxy:
             }
         )
         await send({"type": "http.response.body", "body": body, "more_body": False})
-        return status
 
-    def _submit(self, exchange: CapturedExchange) -> None:
-        if self.writer is None:
+    def _finish(self, plan: _Plan, started: float) -> None:
+        """Count the request and hand its capture to the writer, once; never raises."""
+        if plan.finished:
             return
+        plan.finished = True
+        self.metrics.requests.labels(route=plan.route, status_class=status_class(plan.status)).inc()
+        exchange = plan.exchange
+        if exchange is None or self.writer is None:
+            return
+        if plan.chunks is not None:
+            exchange.response_body = b"".join(plan.chunks)
+        exchange.latency_s = time.perf_counter() - started
+        exchange.status_code = plan.status
         try:
             if len(exchange.response_body) > self._max_body_bytes:
                 self.metrics.drop(DropReason.TOO_LARGE)
@@ -295,11 +305,18 @@ class OpenAIProxy:
             self.metrics.drop(DropReason.CAPTURE_ERROR)
 
 
-class _EventSplitter:
-    """Cuts a byte stream into whole SSE events and withholds the usage-only one."""
+class _UsageStripper:
+    """Withholds the usage-only SSE event that the sidecar asked for and the client did not.
+
+    vLLM moves ``system_fingerprint`` from the terminal chunks to the usage chunk when usage is
+    requested. To keep the client's stream identical to the one it would have got directly,
+    terminal chunks are held until the usage chunk arrives (it follows at once) and the
+    fingerprint is put back as their last key, where vLLM writes it.
+    """
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._held: list[bytes] = []
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._buffer + chunk
@@ -308,14 +325,50 @@ class _EventSplitter:
         for match in _EVENT_END.finditer(data):
             event = data[start : match.end()]
             start = match.end()
-            if not is_usage_only_event(event):
+            if is_usage_only_event(event):
+                out.extend(_with_fingerprint(e, _fingerprint(event)) for e in self._held)
+                self._held = []
+            elif self._held or (_TERMINAL.search(event) and b'"system_fingerprint"' not in event):
+                self._held.append(event)
+            else:
                 out.append(event)
         self._buffer = data[start:]
         return b"".join(out)
 
     def flush(self) -> bytes:
         rest, self._buffer = self._buffer, b""
-        return b"" if is_usage_only_event(rest) else rest
+        held, self._held = self._held, []
+        return b"".join(held) + (b"" if is_usage_only_event(rest) else rest)
+
+
+_TERMINAL = re.compile(rb'"finish_reason":\s*"')
+
+
+def _fingerprint(usage_event: bytes) -> str | None:
+    for line in usage_event.splitlines():
+        if line.startswith(b"data:"):
+            try:
+                value = json.loads(line[5:]).get("system_fingerprint")
+            except (ValueError, AttributeError):
+                return None
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _with_fingerprint(event: bytes, fingerprint: str | None) -> bytes:
+    if fingerprint is None or not _TERMINAL.search(event):
+        return event
+    end = event.rfind(b"}")
+    if end < 0:
+        return event
+    field = b',"system_fingerprint":' + json.dumps(fingerprint).encode()
+    return event[:end] + field + event[end:]
+
+
+def _stream_complete(chunks: list[bytes] | None) -> bool:
+    if not chunks:
+        return False
+    return b"".join(chunks[-2:]).rstrip().endswith(b"data: [DONE]")
 
 
 async def _read_body(receive: Receive) -> bytes | None:

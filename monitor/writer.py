@@ -21,6 +21,15 @@ from monitor.store import Store
 log = logging.getLogger(__name__)
 
 _STOP = object()
+
+
+class _FlushRequest:
+    """Queued by ``flush``: the writer writes what it holds, then sets ``done``."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
 RESTART_BACKOFF_S = 1.0
 
 
@@ -88,6 +97,17 @@ class CaptureWriter:
             return
         self._metrics.captured.inc()
 
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Block until everything submitted before this call is written; False on timeout."""
+        if not self.healthy:
+            return False
+        request = _FlushRequest()
+        try:
+            self._queue.put(request, timeout=timeout_s)
+        except queue.Full:
+            return False
+        return request.done.wait(timeout_s)
+
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush what is queued and stop the thread; what cannot be written in time is counted."""
         self._closing = True
@@ -115,41 +135,43 @@ class CaptureWriter:
         try:
             deadline = 0.0
             while True:
-                timeout = (
-                    self._flush_interval_s if not pending else max(0.0, deadline - self._clock())
-                )
+                if pending:
+                    timeout = max(0.0, deadline - self._clock())
+                else:
+                    timeout = self._flush_interval_s
                 try:
                     item = self._queue.get(timeout=timeout)
                 except queue.Empty:
                     item = None
-                stop = item is _STOP
+                marker = None if isinstance(item, CapturedExchange) else item
                 if isinstance(item, CapturedExchange):
                     if not pending:
                         deadline = self._clock() + self._flush_interval_s
                     pending.append(item)
-                    stop = self._drain_into(pending)
-                if pending and (
-                    stop or len(pending) >= self._batch_size or self._clock() >= deadline
-                ):
+                    marker = self._drain_into(pending)
+                due = len(pending) >= self._batch_size or self._clock() >= deadline
+                if pending and (marker is not None or due):
                     batch, pending = pending, []
                     self._flush(batch)
-                if stop:
+                if isinstance(marker, _FlushRequest):
+                    marker.done.set()
+                elif marker is _STOP:
                     return
         finally:
             if pending:  # only reached when the thread is killed mid-batch
                 self._metrics.drop(DropReason.WRITER_DEAD, len(pending))
 
-    def _drain_into(self, pending: list[CapturedExchange]) -> bool:
-        """Take what is already queued, up to a batch; True when the stop marker was seen."""
+    def _drain_into(self, pending: list[CapturedExchange]) -> object:
+        """Take what is already queued, up to a batch; returns a stop/flush marker if one came."""
         while len(pending) < self._batch_size:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return False
-            if item is _STOP:
-                return True
-            pending.append(item)  # type: ignore[arg-type]
-        return False
+                return None
+            if not isinstance(item, CapturedExchange):
+                return item
+            pending.append(item)
+        return None
 
     def _flush(self, batch: list[CapturedExchange]) -> None:
         store = self.store

@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -45,7 +46,7 @@ TINY_CHAT_TEMPLATE = (
 )
 TINY_SPECIAL_TOKENS = ("<pad>", "<s>", "<|im_start|>", "<|im_end|>")
 # Head size 128/4 = 32: the smallest head size vLLM's CPU attention accepts.
-TINY_SHAPE: Mapping[str, int] = {
+TINY_SHAPE: Mapping[str, Any] = {
     "vocab_size": 512,
     "hidden_size": 128,
     "num_attention_heads": 4,
@@ -58,6 +59,13 @@ TINY_SHAPE: Mapping[str, int] = {
 
 class BaseModelError(RuntimeError):
     """A base model cannot be found or built."""
+
+
+def cache_dir() -> Path:
+    """Return the folder for built models and other caches: $DRIFTLOOP_CACHE_DIR or .cache/."""
+    configured = os.environ.get("DRIFTLOOP_CACHE_DIR")
+    # The default sits at the repository root, next to the packages (and in .gitignore).
+    return Path(configured) if configured else Path(__file__).resolve().parents[1] / ".cache"
 
 
 def smollm2_gguf_path(package: str = SMOLLM2_PACKAGE) -> Path:
@@ -129,6 +137,9 @@ def _build_once(
         if not force and _matches(target, recipe):
             return target
         _remove_leftovers(target)
+        if target.exists():
+            recorded = (read_marker(target) or {}).get("recipe")
+            log.info("replacing %s (force=%s, built from %s)", target, force, recorded)
         tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         started = time.monotonic()
@@ -152,12 +163,7 @@ def _build_once(
 def _matches(target: Path, recipe: Mapping[str, Any]) -> bool:
     """Tell whether ``target`` is a finished build of ``recipe``."""
     marker = read_marker(target)
-    if marker is None:
-        return False
-    if marker.get("recipe") != dict(recipe):
-        log.info("%s was built from another recipe (%s); rebuilding", target, marker.get("recipe"))
-        return False
-    return True
+    return marker is not None and marker.get("recipe") == dict(recipe)
 
 
 @contextlib.contextmanager
@@ -232,7 +238,7 @@ def _convert_gguf(source: Path, out: Path) -> dict[str, Any]:
     log.info("loaded in %.1f s; saving to %s", time.monotonic() - started, out)
     # Without this, save_pretrained would record a GGUF quantisation that the fp32 weights no
     # longer have, and vLLM would try to load them as GGUF.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     saving = time.monotonic()
@@ -299,6 +305,8 @@ def _train_tiny_tokenizer(seed: int) -> Any:
     )
 
 
+# Word lists for the tokenizer corpus, kept compact.
+# fmt: off
 _SUBJECTS = (
     "the server", "my order", "a customer", "the invoice", "this model", "the weather",
     "our team", "the database", "a student", "the printer", "your account", "the train",
@@ -318,8 +326,9 @@ _QUESTIONS = (
 )
 _TOPICS = (
     "France", "my password", "the API", "LoRA", "def add(a, b): return a + b", "Berlin",
-    "SELECT * FROM users;", "the GPU", "JSON {\"key\": 1}", "x = [i ** 2 for i in range(10)]",
+    "SELECT * FROM users;", "the GPU", 'JSON {"key": 1}', "x = [i ** 2 for i in range(10)]",
 )
+# fmt: on
 
 
 def _tiny_corpus(seed: int, lines: int = 3000) -> Iterator[str]:

@@ -16,7 +16,13 @@ def test_defaults_are_valid():
 def test_toml_then_env_override(tmp_path: Path):
     path = tmp_path / "c.toml"
     path.write_text('[capture]\nsample_rate = 0.25\n[aliases]\nsupport = "smollm2"\n')
-    cfg = load_config(path, environ={"DRIFTLOOP__CAPTURE__BATCH_SIZE": "64", "DRIFTLOOP__SIDECAR__UPSTREAM_URL": "http://h:1/"})
+    cfg = load_config(
+        path,
+        environ={
+            "DRIFTLOOP__CAPTURE__BATCH_SIZE": "64",
+            "DRIFTLOOP__SIDECAR__UPSTREAM_URL": "http://h:1/",
+        },
+    )
     assert cfg.capture.sample_rate == 0.25
     assert cfg.capture.batch_size == 64
     assert cfg.sidecar.upstream_url == "http://h:1"
@@ -28,7 +34,7 @@ def test_toml_then_env_override(tmp_path: Path):
     [
         ("[capture]\nsample_rate = 1.5\n", "capture.sample_rate = 1.5"),
         ("[capture]\nsample_rates = { a = 2.0 }\n", "rate for 'a' is 2.0"),
-        ("[sidecar]\nupstream_url = \"ftp://x\"\n", "sidecar.upstream_url = 'ftp://x'"),
+        ('[sidecar]\nupstream_url = "ftp://x"\n', "sidecar.upstream_url = 'ftp://x'"),
         ("[sidecar]\nprot = 1\n", "sidecar.prot: unknown key"),
         ("[capture\n", "not valid TOML"),
     ],

@@ -7,7 +7,12 @@ import pytest
 
 @pytest.mark.parametrize(
     ("rate", "roll", "expected"),
-    [(0.0, 0.0, Decision.SAMPLED_OUT), (1.0, 0.99, Decision.SAMPLED_IN), (0.1, 0.05, Decision.SAMPLED_IN), (0.1, 0.5, Decision.SAMPLED_OUT)],
+    [
+        (0.0, 0.0, Decision.SAMPLED_OUT),
+        (1.0, 0.99, Decision.SAMPLED_IN),
+        (0.1, 0.05, Decision.SAMPLED_IN),
+        (0.1, 0.5, Decision.SAMPLED_OUT),
+    ],
 )
 def test_rate_decides(rate, roll, expected):
     assert Sampler(rate, rng=lambda: roll).decide("m", None) is expected

@@ -55,7 +55,10 @@ def test_rows_flush_by_size_and_close_flushes_the_rest(tmp_path, metrics):
     writer.close()
     assert store.query("SELECT count(*) FROM requests")[0][0] == 25
     assert sample(metrics, "driftloop_capture_rows_written_total") == 25
-    assert store.query("SELECT response_text, finish_reason FROM requests LIMIT 1")[0] == ("yo", "stop")
+    assert store.query("SELECT response_text, finish_reason FROM requests LIMIT 1")[0] == (
+        "yo",
+        "stop",
+    )
 
 
 def test_rows_flush_by_interval(tmp_path, metrics):
@@ -90,14 +93,18 @@ def test_write_error_drops_the_batch_and_the_writer_lives_on(tmp_path, metrics):
     writer.start()
     store.query("DROP TABLE requests")  # the next append fails inside DuckDB
     writer.submit(exchange(1))
-    assert wait_for(lambda: sample(metrics, "driftloop_capture_dropped_total", reason="write_error") == 1)
+    assert wait_for(
+        lambda: sample(metrics, "driftloop_capture_dropped_total", reason="write_error") == 1
+    )
     assert writer.healthy
     writer.close()
 
 
 def _kill_thread(thread: threading.Thread) -> None:
     """Raise SystemExit inside ``thread``: the closest Python has to killing one thread."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(SystemExit))
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread.ident), ctypes.py_object(SystemExit)
+    )
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
