@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 from multidict import CIMultiDict
 
 from monitor.aliases import AliasTable
@@ -151,8 +152,8 @@ class OpenAIProxy:
     def _plan_capture(self, plan: _Plan, header: str | None, started_wall: float) -> None:
         """Apply the alias table and sampling; rewrite the body only when something changes."""
         try:
-            payload = json.loads(plan.body)
-        except ValueError:
+            payload = orjson.loads(plan.body)
+        except orjson.JSONDecodeError:
             return  # not JSON: upstream answers with its own 400, passed through verbatim
         if not isinstance(payload, dict):
             return
@@ -186,7 +187,7 @@ class OpenAIProxy:
                     payload["stream_options"] = {**(options or {}), "include_usage": True}
                     plan.strip_usage_event = changed = True
         if changed:
-            plan.body = json.dumps(payload, ensure_ascii=False).encode()
+            plan.body = orjson.dumps(payload)
 
     async def _exchange(
         self,

@@ -162,18 +162,28 @@ class VLLMServer:
     def command(self) -> list[str]:
         """The command line that starts the server."""
         return [
-            self.python, "-m", API_SERVER_MODULE,
-            "--model", str(self.model_dir),
-            "--served-model-name", self.served_model_name,
-            "--host", self.host,
-            "--port", str(self.port),
-            "--dtype", self.dtype,
-            "--max-model-len", str(self.max_model_len),
+            self.python,
+            "-m",
+            API_SERVER_MODULE,
+            "--model",
+            str(self.model_dir),
+            "--served-model-name",
+            self.served_model_name,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--dtype",
+            self.dtype,
+            "--max-model-len",
+            str(self.max_model_len),
             "--enable-lora",
-            "--max-lora-rank", str(self.max_lora_rank),
-            "--max-loras", str(self.max_loras),
+            "--max-lora-rank",
+            str(self.max_lora_rank),
+            "--max-loras",
+            str(self.max_loras),
             *self.extra_args,
-        ]  # fmt: skip
+        ]
 
     def environment(self) -> dict[str, str]:
         """The environment of the server: ours, the CPU settings vLLM needs, then overrides."""
@@ -208,8 +218,11 @@ class VLLMServer:
             )
         log.info(
             "starting vLLM %r (pid %d) on %s, log %s",
-            self.served_model_name, self._process.pid, self.base_url, self.log_path,
-        )  # fmt: skip
+            self.served_model_name,
+            self._process.pid,
+            self.base_url,
+            self.log_path,
+        )
         try:
             seconds = wait_healthy(self.base_url, timeout_s, is_alive=self.running)
         except VLLMUnhealthyError as error:

@@ -1,8 +1,8 @@
+import pytest
+
 from monitor.aliases import OTHER, AliasTable
 from monitor.redaction import PatternRedactor
 from monitor.sampling import Decision, Sampler
-
-import pytest
 
 
 @pytest.mark.parametrize(

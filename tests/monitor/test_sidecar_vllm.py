@@ -57,9 +57,13 @@ def test_chat_non_streaming_row_matches_what_the_client_got(sidecar):
 
 def test_chat_stream_usage_is_captured_but_not_shown_to_the_client(sidecar):
     stream = client(sidecar.url).chat.completions.create(
-        model="support", messages=QUESTION, max_tokens=16, temperature=0, stream=True,
+        model="support",
+        messages=QUESTION,
+        max_tokens=16,
+        temperature=0,
+        stream=True,
         extra_headers=FORCE,
-    )  # fmt: skip
+    )
     chunks = list(stream)
     # The client did not ask for usage, so it sees no usage-only chunk even though the sidecar
     # asked upstream for one.
@@ -76,9 +80,13 @@ def test_chat_stream_usage_is_captured_but_not_shown_to_the_client(sidecar):
 
 def test_chat_stream_with_client_usage_passes_it_through(sidecar):
     stream = client(sidecar.url).chat.completions.create(
-        model=SERVED_NAME, messages=QUESTION, max_tokens=8, stream=True,
-        stream_options={"include_usage": True}, extra_headers=FORCE,
-    )  # fmt: skip
+        model=SERVED_NAME,
+        messages=QUESTION,
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers=FORCE,
+    )
     chunks = list(stream)
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     [row] = captured(sidecar, "prompt_tokens, completion_tokens")
@@ -88,9 +96,12 @@ def test_chat_stream_with_client_usage_passes_it_through(sidecar):
 def test_completions_streaming_and_not(sidecar):
     api = client(sidecar.url)
     plain = api.completions.create(
-        model=SERVED_NAME, prompt="The capital of France is", max_tokens=6, temperature=0,
+        model=SERVED_NAME,
+        prompt="The capital of France is",
+        max_tokens=6,
+        temperature=0,
         extra_headers=FORCE,
-    )  # fmt: skip
+    )
     streamed = list(
         api.completions.create(
             model=SERVED_NAME,
@@ -99,15 +110,19 @@ def test_completions_streaming_and_not(sidecar):
             temperature=0,
             stream=True,
             extra_headers=FORCE,
-        )  # fmt: skip
+        )
     )
     rows = captured(
         sidecar, "route, stream, prompt_text, response_text, finish_reason, completion_tokens"
     )
     assert rows[0] == (
-        "completions", False, "The capital of France is", plain.choices[0].text,
-        plain.choices[0].finish_reason, plain.usage.completion_tokens,
-    )  # fmt: skip
+        "completions",
+        False,
+        "The capital of France is",
+        plain.choices[0].text,
+        plain.choices[0].finish_reason,
+        plain.usage.completion_tokens,
+    )
     assert rows[1][:4] == (
         "completions",
         True,
@@ -136,9 +151,13 @@ def _events(response: httpx.Response) -> list[dict | str]:
 @pytest.mark.parametrize("include_usage", [False, True])
 def test_stream_through_sidecar_is_identical_to_direct(sidecar, vllm_server, include_usage):
     body = {
-        "model": SERVED_NAME, "messages": QUESTION, "max_tokens": 12, "temperature": 0,
-        "stream": True, "seed": 7,
-    }  # fmt: skip
+        "model": SERVED_NAME,
+        "messages": QUESTION,
+        "max_tokens": 12,
+        "temperature": 0,
+        "stream": True,
+        "seed": 7,
+    }
     if include_usage:
         body["stream_options"] = {"include_usage": True}
     direct = httpx.post(vllm_server.base_url + "/v1/chat/completions", json=body, timeout=120)
@@ -185,9 +204,13 @@ def _running_requests(vllm_url: str) -> float:
 
 def test_client_disconnect_mid_stream_cancels_upstream(sidecar, vllm_server):
     stream = client(sidecar.url).chat.completions.create(
-        model=SERVED_NAME, max_tokens=900, temperature=1.0, stream=True, extra_headers=FORCE,
+        model=SERVED_NAME,
+        max_tokens=900,
+        temperature=1.0,
+        stream=True,
+        extra_headers=FORCE,
         messages=[{"role": "user", "content": "Write a very long story about a lighthouse."}],
-    )  # fmt: skip
+    )
     for _, _chunk in zip(range(3), stream, strict=False):
         pass
     assert _running_requests(vllm_server.base_url) == 1

@@ -72,9 +72,15 @@ def _fake(fake_python: str, tmp_path: Path, mode: str) -> VLLMServer:
 
 def test_command_and_environment_carry_the_cpu_and_lora_settings(tmp_path: Path) -> None:
     server = VLLMServer(
-        tmp_path / "m", "base", port=8123, max_loras=2, max_lora_rank=8, kv_cache_gib=3,
-        extra_args=["--enforce-eager"], env={"VLLM_CPU_OMP_THREADS_BIND": "0-1"},
-    )  # fmt: skip
+        tmp_path / "m",
+        "base",
+        port=8123,
+        max_loras=2,
+        max_lora_rank=8,
+        kv_cache_gib=3,
+        extra_args=["--enforce-eager"],
+        env={"VLLM_CPU_OMP_THREADS_BIND": "0-1"},
+    )
     command = server.command()
     assert command[:3] == [sys.executable, "-m", API_SERVER_MODULE]
     flags = dict(zip(command[3::2], command[4::2], strict=False))

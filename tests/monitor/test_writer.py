@@ -16,7 +16,7 @@ from monitor.writer import CaptureWriter
 def exchange(i: int) -> CapturedExchange:
     return CapturedExchange(
         request_id=f"r{i}",
-        started_at=1_700_000_000.0 + i,
+        started_at=1_700_000_000.123456 + i,
         route="chat_completions",
         model_alias="m",
         served_model="m",
@@ -127,3 +127,13 @@ def test_killed_writer_is_counted_and_restarted(tmp_path, metrics):
     # Every submitted row is either written or counted as lost with the writer.
     assert written + lost == 6
     assert store.query("SELECT count(*) FROM requests WHERE request_id = 'r99'")[0][0] == 1
+
+
+def test_started_at_keeps_microseconds(tmp_path, metrics):
+    store = Store.open(tmp_path / "d.duckdb")
+    writer = CaptureWriter(store, metrics)
+    writer.start()
+    writer.submit(exchange(0))
+    writer.close()
+    [(epoch,)] = store.query("SELECT epoch_us(started_at) FROM requests")
+    assert epoch == 1_700_000_000_123_456

@@ -70,8 +70,9 @@ def test_tiny_chat_template_marks_assistant_turns_for_training(tiny: Path) -> No
     prompt = str(
         tokenizer.apply_chat_template(CHAT[:2], tokenize=False, add_generation_prompt=True)
     )
-    assert prompt.endswith("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
-                           "<|im_start|>assistant\n")  # fmt: skip
+    assert prompt.endswith(
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert tokenizer.eos_token == "<|im_end|>"
 
 
