@@ -18,6 +18,8 @@ from monitor.aliases import AliasTable
 from monitor.sidecar import Sidecar
 from monitor.store import Store
 
+# Annotations are resolved from module globals (PEP 563), so dependencies used in them live here.
+BEARER = HTTPBearer(auto_error=False)
 ACTOR = "operator"  # one shared token today; per-person tokens would name the person here
 
 
@@ -25,19 +27,26 @@ def create_api(token: str, store: Store | None, sidecar: Sidecar, aliases: Alias
     """Build the control API app around the running sidecar's components."""
     if len(token) < 16:
         raise ValueError("the control API token must be at least 16 characters")
-    app = FastAPI(title="driftloop control API", version="1")
-    bearer = HTTPBearer(auto_error=False)
 
     def require_token(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> str:
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> None:
         if credentials is None or not hmac.compare_digest(credentials.credentials, token):
             raise HTTPException(
                 status_code=401,
                 detail="missing or wrong bearer token",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return ACTOR
+
+    # Every route requires the token; the OpenAPI page is switched off for the same reason.
+    app = FastAPI(
+        title="driftloop control API",
+        version="1",
+        dependencies=[Depends(require_token)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
 
     @app.middleware("http")
     async def audit(
@@ -63,10 +72,8 @@ def create_api(token: str, store: Store | None, sidecar: Sidecar, aliases: Alias
             )
         return response
 
-    Authorized = Annotated[str, Depends(require_token)]
-
     @app.get("/api/v1/status")
-    def status(_: Authorized) -> dict[str, Any]:
+    def status() -> dict[str, Any]:
         """Health of the sidecar, the alias table, and how much has been captured."""
         captured = None
         if store is not None:
@@ -76,7 +83,6 @@ def create_api(token: str, store: Store | None, sidecar: Sidecar, aliases: Alias
 
     @app.get("/api/v1/requests")
     def recent_requests(
-        _: Authorized,
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
         model: Annotated[str | None, Query(max_length=200)] = None,
     ) -> list[dict[str, Any]]:
@@ -86,9 +92,7 @@ def create_api(token: str, store: Store | None, sidecar: Sidecar, aliases: Alias
         return recent_rows(store, limit=limit, model=model)
 
     @app.get("/api/v1/audit")
-    def audit_log(
-        _: Authorized, limit: Annotated[int, Query(ge=1, le=1000)] = 50
-    ) -> list[dict[str, Any]]:
+    def audit_log(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
         """The most recent control API calls, newest first."""
         if store is None:
             raise HTTPException(status_code=503, detail="the capture store is not open")
