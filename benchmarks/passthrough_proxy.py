@@ -35,6 +35,7 @@ _HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
+_JSON = [(b"content-type", b"application/json")]
 _BAD_GATEWAY = (
     b'{"error":{"message":"upstream unreachable","type":"server_error","param":null,"code":null}}'
 )
@@ -82,31 +83,30 @@ class PassthroughProxy:
             if k.decode("latin-1") not in _HOP_BY_HOP
         ]
         body = await _read_body(receive)
+        started = False
         try:
             async with self.session.request(
                 scope["method"], url, headers=headers, data=body
             ) as upstream:
+                response_headers = [
+                    (k.lower(), v)
+                    for k, v in upstream.raw_headers
+                    if k.decode("latin-1").lower() not in _HOP_BY_HOP
+                ]
                 await send(
                     {
                         "type": "http.response.start",
                         "status": upstream.status,
-                        "headers": [
-                            (k, v)
-                            for k, v in upstream.raw_headers
-                            if k.decode("latin-1").lower() not in _HOP_BY_HOP
-                        ],
+                        "headers": response_headers,
                     }
                 )
+                started = True
                 async for chunk in upstream.content.iter_any():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except aiohttp.ClientConnectionError:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 502,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
+            if started:
+                raise  # the upstream broke mid-answer: let the server abort the connection
+            await send({"type": "http.response.start", "status": 502, "headers": _JSON})
             await send({"type": "http.response.body", "body": _BAD_GATEWAY})
             return
         await send({"type": "http.response.body", "body": b""})

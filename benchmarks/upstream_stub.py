@@ -35,7 +35,10 @@ Send = Callable[[Message], Awaitable[None]]
 DEFAULT_MODEL = "stub-model"
 CREATED = 1_700_000_000
 COMPLETION_ID = "chatcmpl-stub0123456789abcdef"
-STREAM_WORDS = ["The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "seven", "small", "birds", "sing", "softly", "in", "the", "warm", "morning", "light", "today"]
+STREAM_WORDS = (
+    *("The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while"),
+    *("seven", "small", "birds", "sing", "softly", "in", "the", "warm", "morning", "light"),
+)
 ANSWER = (
     "To reset your password, open Settings, choose Security, then Reset password. "
     "Follow the link we email you; it stays valid for thirty minutes. If the email "
