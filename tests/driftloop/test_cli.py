@@ -1,0 +1,62 @@
+"""The CLI, through click's runner: config checks and reading captures without a service."""
+
+import json
+
+from click.testing import CliRunner
+from prometheus_client import CollectorRegistry
+
+from driftloop.cli import cli
+from driftloop.service import build_components
+from monitor.capture import CapturedExchange
+from tests.conftest import make_config
+
+
+def test_check_config_prints_the_merged_config(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[capture]\nsample_rate = 0.5\n")
+    result = CliRunner().invoke(
+        cli, ["check-config", "--config", str(path)], env={"DRIFTLOOP__SIDECAR__PORT": "9"}
+    )
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert printed["capture"]["sample_rate"] == 0.5 and printed["sidecar"]["port"] == 9
+
+
+def test_check_config_names_the_bad_key(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[capture]\nbatch_size = -1\n")
+    result = CliRunner().invoke(cli, ["check-config", "--config", str(path)])
+    assert result.exit_code == 1
+    assert "capture.batch_size = -1" in result.output
+
+
+def test_requests_reads_the_file_when_no_service_runs(tmp_path):
+    cfg = make_config(tmp_path, api={"port": 9})  # nothing listens on port 9
+    parts = build_components(cfg, "http://127.0.0.1:9", CollectorRegistry())
+    writer = parts.sidecar.writer
+    writer.start()
+    writer.submit(
+        CapturedExchange(
+            request_id="r1",
+            started_at=1.0,
+            route="completions",
+            model_alias="m",
+            served_model="m",
+            stream=False,
+            request_body=b'{"prompt": "hi"}',
+            status_code=200,
+            response_body=b'{"choices": [{"text": "yo", "finish_reason": "stop"}]}',
+        )
+    )
+    writer.close()
+    parts.store.close()
+    env = {
+        "DRIFTLOOP__CAPTURE__DB_PATH": str(cfg.capture.db_path),
+        "DRIFTLOOP__API__PORT": "9",
+        "DRIFTLOOP__CACHE_DIR": str(cfg.cache_dir),
+    }
+    result = CliRunner().invoke(cli, ["requests", "--limit", "5"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "(no service running)" in result.stderr
+    [row] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert (row["prompt_text"], row["response_text"]) == ("hi", "yo")
