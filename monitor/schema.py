@@ -55,4 +55,43 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "embeddings_and_drift",
+        """
+        CREATE TABLE embeddings (
+            request_id  VARCHAR NOT NULL,
+            field       VARCHAR NOT NULL,     -- prompt | response
+            model       VARCHAR NOT NULL,     -- embedding model name
+            vector      FLOAT[] NOT NULL,     -- normalised
+            created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE SEQUENCE drift_references_seq;
+        CREATE TABLE drift_references (      -- `references` is an SQL keyword
+            id          BIGINT PRIMARY KEY DEFAULT nextval('drift_references_seq'),
+            model_alias VARCHAR NOT NULL,
+            starts_at   TIMESTAMPTZ NOT NULL,
+            ends_at     TIMESTAMPTZ,          -- NULL: open-ended (grows until re-baselined)
+            reason      VARCHAR NOT NULL,     -- deploy | pinned | initial
+            created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+            active      BOOLEAN NOT NULL DEFAULT true
+        );
+        CREATE SEQUENCE drift_runs_seq;
+        CREATE TABLE drift_runs (
+            id            BIGINT PRIMARY KEY DEFAULT nextval('drift_runs_seq'),
+            run_at        TIMESTAMPTZ NOT NULL,
+            model_alias   VARCHAR NOT NULL,
+            signal        VARCHAR NOT NULL,
+            score         DOUBLE,
+            threshold     DOUBLE,
+            p_value       DOUBLE,
+            n_reference   INTEGER NOT NULL,
+            n_current     INTEGER NOT NULL,
+            drifted       BOOLEAN NOT NULL,
+            reason        VARCHAR NOT NULL,   -- why it did or did not trip
+            reference_id  BIGINT,
+            details       VARCHAR             -- JSON: per-cluster contributions, examples
+        );
+        """,
+    ),
 )

