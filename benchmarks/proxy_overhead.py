@@ -22,6 +22,7 @@ import datetime as dt
 import functools
 import importlib.metadata
 import json
+import math
 import os
 import shutil
 import signal
@@ -47,7 +48,7 @@ BENCH_VENV = ROOT / ".venv-bench"
 CHAT_PATH = "/v1/chat/completions"
 MODEL = "bench-model"
 LITELLM_KEY = "sk-bench-master-key"
-SIDECAR_API_TOKEN = "bench-api-token"
+SIDECAR_API_TOKEN = "bench-control-api-token"
 
 TARGETS = ("direct", "sidecar", "passthrough", "litellm")
 MODES = ("json", "stream")
@@ -55,6 +56,8 @@ CONCURRENCY = (1, 8, 64)
 PASSTHROUGH_MARGIN = 0.10  # the sidecar should stay within 10% of the pass-through floor
 LITELLM_FACTOR = 30.0  # and carry at least 30x LiteLLM's throughput
 WRK_TIMEOUT = "30s"  # LiteLLM at c=64 takes seconds per request; wrk's 2 s default drops them
+WARM_CONCURRENCY = 8
+MAX_RUN_S = 15  # the longest a slow target's run is stretched to (see run_seconds)
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 
@@ -89,10 +92,10 @@ class Run:
     requests: int
     duration_s: float
     errors: dict[str, int]
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
+    p50_ms: float | None  # None when no request completed within the run
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
     cpu_s: float | None  # proxy CPU over the run plus the settle time; None for direct
 
 
@@ -115,12 +118,12 @@ class Cell:
         return self.requests / seconds if seconds else 0.0
 
     @property
-    def p50_ms(self) -> float:
-        return _mean([r.p50_ms for r in self.runs])
+    def p50_ms(self) -> float | None:
+        return _mean([r.p50_ms for r in self.runs if r.p50_ms is not None])
 
     @property
-    def p99_ms(self) -> float:
-        return _mean([r.p99_ms for r in self.runs])
+    def p99_ms(self) -> float | None:
+        return _mean([r.p99_ms for r in self.runs if r.p99_ms is not None])
 
     @property
     def errors(self) -> int:
@@ -134,8 +137,16 @@ class Cell:
         return 1000 * sum(cpu) / self.requests
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return a - b if a is not None and b is not None else None
+
+
+def _over(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -170,9 +181,8 @@ class Service:
     """A server subprocess in its own session, pinned, logging to a file, stopped by ``stop``."""
 
     def __init__(
-        self, name: str, argv: list[str], log_path: Path, cpus: set[int] | None, env: dict[str, str]
+        self, argv: list[str], log_path: Path, cpus: set[int] | None, env: dict[str, str]
     ) -> None:
-        self.name = name
         self.log_path = log_path
         with log_path.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -259,7 +269,7 @@ def request_body(stream: bool) -> bytes:
 def start_stub(stack: contextlib.ExitStack, tmp: Path, cpus: set[int] | None) -> Target:
     port = free_port()
     argv = [sys.executable, "-m", "benchmarks.upstream_stub", "--port", str(port)]
-    service = Service("stub", argv, tmp / "stub.log", cpus, {})
+    service = Service(argv, tmp / "stub.log", cpus, {})
     stack.callback(service.stop)
     try:
         service.wait_ready(f"http://127.0.0.1:{port}/health", 20)
@@ -272,7 +282,7 @@ def launch_passthrough(tmp: Path, upstream: str, cpus: set[int] | None) -> tuple
     port = free_port()
     argv = [sys.executable, "-m", "benchmarks.passthrough_proxy", "--port", str(port)]
     argv += ["--upstream", upstream]
-    service = Service("passthrough", argv, tmp / "passthrough.log", cpus, {})
+    service = Service(argv, tmp / "passthrough.log", cpus, {})
     return service, f"http://127.0.0.1:{port}"
 
 
@@ -288,7 +298,7 @@ def launch_sidecar(tmp: Path, upstream: str, cpus: set[int] | None) -> tuple[Ser
     )
     argv = [sys.executable, "-m", "driftloop", "serve", "--config", str(config)]
     env = {"DRIFTLOOP_API_TOKEN": SIDECAR_API_TOKEN}
-    return Service("sidecar", argv, tmp / "sidecar.log", cpus, env), f"http://127.0.0.1:{port}"
+    return Service(argv, tmp / "sidecar.log", cpus, env), f"http://127.0.0.1:{port}"
 
 
 def launch_litellm(tmp: Path, upstream: str, cpus: set[int] | None) -> tuple[Service, str]:
@@ -310,7 +320,7 @@ def launch_litellm(tmp: Path, upstream: str, cpus: set[int] | None) -> tuple[Ser
     argv = [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--num_workers", "1"]
     env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
-    return Service("litellm", argv, tmp / "litellm.log", cpus, env), f"http://127.0.0.1:{port}"
+    return Service(argv, tmp / "litellm.log", cpus, env), f"http://127.0.0.1:{port}"
 
 
 READY_PATHS = {"sidecar": "/healthz", "passthrough": "/v1/models", "litellm": "/health/liveliness"}
@@ -323,7 +333,11 @@ LAUNCHERS = {
 
 
 def _output(argv: list[str]) -> str:
-    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        out = ""
+    return out or "unknown"
 
 
 def _version(name: str) -> str:
@@ -342,20 +356,19 @@ def start_proxies(
     stack: contextlib.ExitStack, names: list[str], tmp: Path, upstream: str, cpus: set[int] | None
 ) -> list[Target]:
     """Launch every proxy at once, then wait for each; a proxy that fails is kept, marked."""
-    launched: list[tuple[Target, Service | None, str]] = []
+    targets: list[Target] = []
+    waiting: list[tuple[Target, Service, str]] = []
     for name in names:
         target = Target(name, version=_version(name))
+        targets.append(target)
         try:
             service, base = LAUNCHERS[name](tmp, upstream, cpus)
         except FileNotFoundError as exc:
             target.status, target.reason = "skipped", str(exc)
-            launched.append((target, None, ""))
             continue
         stack.callback(service.stop)
-        launched.append((target, service, base))
-    for target, service, base in launched:
-        if service is None:
-            continue
+        waiting.append((target, service, base))
+    for target, service, base in waiting:
         try:
             service.wait_ready(base + READY_PATHS[target.name], START_TIMEOUT_S[target.name])
         except StartError as exc:
@@ -364,7 +377,7 @@ def start_proxies(
             continue
         target.url, target.pids = base + CHAT_PATH, (service.proc.pid,)
         target.api_key = LITELLM_KEY if target.name == "litellm" else ""
-    return [t for t, _, _ in launched]
+    return targets
 
 
 def post(target: Target, body: bytes) -> bytes:
@@ -454,17 +467,29 @@ def measure(
     summary = run_wrk(wrk, target, body_file, concurrency, duration_s, cpus)
     time.sleep(settle_s)
     cpu = tree_cpu_s(target.pids) - before if before is not None else None
-    lat = summary["latency_us"]
+    done = summary["requests"] > 0
+    lat = {k: v / 1000 if done else None for k, v in summary["latency_us"].items()}
     return Run(
         requests=summary["requests"],
         duration_s=summary["duration_us"] / 1e6,
         errors=summary["errors"],
-        p50_ms=lat["p50"] / 1000,
-        p90_ms=lat["p90"] / 1000,
-        p99_ms=lat["p99"] / 1000,
-        max_ms=lat["max"] / 1000,
+        p50_ms=lat["p50"],
+        p90_ms=lat["p90"],
+        p99_ms=lat["p99"],
+        max_ms=lat["max"],
         cpu_s=cpu,
     )
+
+
+def run_seconds(base_s: int, warm_p50_ms: float, concurrency: int) -> int:
+    """``base_s``, stretched to 4× the latency expected at ``concurrency``, within 3× ``base_s``.
+
+    wrk counts only requests that finish within the run, so a target that needs seconds per
+    request (LiteLLM at c=64) would otherwise be measured mostly while its first wave is in flight.
+    The expectation scales the c=8 warm-up latency linearly, as for a saturated server.
+    """
+    expected_s = warm_p50_ms / 1000 * concurrency / WARM_CONCURRENCY
+    return max(base_s, min(MAX_RUN_S, 3 * base_s, math.ceil(4 * expected_s)))
 
 
 def schedule(targets: list[Target], rounds: int) -> Iterator[tuple[int, int, str, Target]]:
@@ -481,7 +506,7 @@ def schedule(targets: list[Target], rounds: int) -> Iterator[tuple[int, int, str
 
 
 def _ms(value: float | None, signed: bool = False) -> str:
-    if value is None or value != value:
+    if value is None:
         return "—"
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
@@ -500,8 +525,8 @@ def summarize(cells: dict[tuple[str, str, int], Cell]) -> list[dict[str, Any]]:
                 "rps": cell.rps,
                 "p50_ms": cell.p50_ms,
                 "p99_ms": cell.p99_ms,
-                "added_p50_ms": cell.p50_ms - base.p50_ms if base else None,
-                "added_p99_ms": cell.p99_ms - base.p99_ms if base else None,
+                "added_p50_ms": _minus(cell.p50_ms, base.p50_ms) if base else None,
+                "added_p99_ms": _minus(cell.p99_ms, base.p99_ms) if base else None,
                 "proxy_cpu_ms_per_request": cell.cpu_ms_per_request,
                 "errors": cell.errors,
                 "runs": [asdict(r) for r in cell.runs],
@@ -521,19 +546,22 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             anchor = by_key.get(("litellm", mode, c))
             entry: dict[str, Any] = {"mode": mode, "concurrency": c}
             if side and floor:
-                entry["sidecar_vs_passthrough_rps"] = side["rps"] / floor["rps"]
-                entry["sidecar_vs_passthrough_p50"] = side["p50_ms"] / floor["p50_ms"]
-                entry["sidecar_vs_passthrough_p99"] = side["p99_ms"] / floor["p99_ms"]
-                entry["within_10pct"] = (
-                    entry["sidecar_vs_passthrough_rps"] >= 1 - PASSTHROUGH_MARGIN
-                    and entry["sidecar_vs_passthrough_p50"] <= 1 + PASSTHROUGH_MARGIN
-                )
-            if anchor and anchor["rps"]:
-                if side:
-                    entry["sidecar_vs_litellm_rps"] = side["rps"] / anchor["rps"]
-                    entry["at_least_30x"] = entry["sidecar_vs_litellm_rps"] >= LITELLM_FACTOR
-                if floor:
-                    entry["passthrough_vs_litellm_rps"] = floor["rps"] / anchor["rps"]
+                rps = _over(side["rps"], floor["rps"])
+                p50 = _over(side["p50_ms"], floor["p50_ms"])
+                entry["sidecar_vs_passthrough_rps"] = rps
+                entry["sidecar_vs_passthrough_p50"] = p50
+                entry["sidecar_vs_passthrough_p99"] = _over(side["p99_ms"], floor["p99_ms"])
+                if rps is not None and p50 is not None:
+                    entry["within_10pct"] = (
+                        rps >= 1 - PASSTHROUGH_MARGIN and p50 <= 1 + PASSTHROUGH_MARGIN
+                    )
+            if anchor and side:
+                vs_litellm = _over(side["rps"], anchor["rps"])
+                entry["sidecar_vs_litellm_rps"] = vs_litellm
+                if vs_litellm is not None:
+                    entry["at_least_30x"] = vs_litellm >= LITELLM_FACTOR
+            if anchor and floor:
+                entry["passthrough_vs_litellm_rps"] = _over(floor["rps"], anchor["rps"])
             out.append(entry)
     return out
 
@@ -604,18 +632,19 @@ def _verdict(value: bool | None) -> str:
     return "[green]yes[/green]" if value else "[red]no[/red]"
 
 
-def sidecar_metrics(target: Target) -> dict[str, float | str]:
+def sidecar_metrics(target: Target) -> dict[str, float]:
     """The sidecar's capture and proxy counters, to show that capture really ran."""
     url = target.url.removesuffix(CHAT_PATH) + "/metrics"
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
     except OSError as exc:
-        return {"error": f"{url} unreadable: {exc}"}
+        console.print(f"[yellow]{url} unreadable: {exc}[/]")
+        return {}
     wanted = ("driftloop_capture_", "driftloop_proxy_requests_total", "driftloop_proxy_client")
-    metrics: dict[str, float | str] = {}
+    metrics: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith(wanted) and "_bucket" not in line:
+        if line.startswith(wanted) and "_bucket" not in line and "_created" not in line:
             name, _, value = line.rpartition(" ")
             metrics[name] = float(value)
     return metrics
@@ -633,6 +662,63 @@ def write_results(payload: dict[str, Any]) -> Path:
 # --- main ------------------------------------------------------------------------------------
 
 
+def start_targets(
+    stack: contextlib.ExitStack,
+    tmp: Path,
+    names: set[str],
+    load: set[int] | None,
+    proxy: set[int] | None,
+) -> list[Target]:
+    """The stub (as the direct target), then the proxies, each checked with one request per mode."""
+    direct = start_stub(stack, tmp, load)
+    upstream = direct.url.removesuffix(CHAT_PATH)
+    proxies = [n for n in TARGETS if n in names and n != "direct"]
+    targets = [direct, *start_proxies(stack, proxies, tmp, upstream, proxy)]
+    direct_answers = probe(direct, {})
+    for target in targets[1:]:
+        if target.status == "ok":
+            try:
+                probe(target, direct_answers)
+            except StartError as exc:
+                target.status, target.reason = "failed", f"probe: {exc}"
+    for t in targets:
+        state = "ok" if t.status == "ok" else f"{t.status}: {t.reason[:300]}"
+        console.print(f"[dim]{t.name} ({t.version}): {state}[/dim]")
+    return targets
+
+
+def run_rounds(
+    wrk: str,
+    live: list[Target],
+    bodies: dict[str, Path],
+    args: argparse.Namespace,
+    cpus: set[int] | None,
+) -> dict[tuple[str, str, int], Cell]:
+    """A warm-up per target and mode (unrecorded but for its latency), then the interleaved runs."""
+    warm_p50_ms = {}
+    for target in live:
+        for mode in MODES:
+            summary = run_wrk(wrk, target, bodies[mode], WARM_CONCURRENCY, 1, cpus)
+            warm_p50_ms[(target.name, mode)] = summary["latency_us"]["p50"] / 1000
+    cells = {
+        (t.name, mode, c): Cell(t.name, mode, c)
+        for t in live
+        for c in CONCURRENCY
+        for mode in MODES
+    }
+    total = args.rounds * len(cells)
+    for i, (r, c, mode, target) in enumerate(schedule(live, args.rounds), 1):
+        seconds = run_seconds(args.duration, warm_p50_ms[(target.name, mode)], c)
+        run = measure(wrk, target, bodies[mode], c, seconds, args.settle, cpus)
+        cells[(target.name, mode, c)].runs.append(run)
+        console.print(
+            f"[dim]{i:3}/{total} round {r + 1} c={c:<2} {mode:6} {target.name:11} "
+            f"{seconds:2} s {run.requests / run.duration_s:9,.0f} req/s  "
+            f"p50 {_ms(run.p50_ms):>8} ms  errors {sum(run.errors.values())}[/dim]"
+        )
+    return cells
+
+
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Start everything, run the interleaved rounds, stop everything; returns the results."""
     wrk = check_wrk()
@@ -646,49 +732,26 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="proxy-overhead-")))
-        direct = start_stub(stack, tmp, load_cpus)
-        upstream = direct.url.removesuffix(CHAT_PATH)
-        proxies = [n for n in TARGETS if n in args.targets and n != "direct"]
-        targets = [direct, *start_proxies(stack, proxies, tmp, upstream, proxy_cpus)]
-        direct_answers = probe(direct, {})
-        for target in targets[1:]:
-            if target.status == "ok":
-                try:
-                    probe(target, direct_answers)
-                except StartError as exc:
-                    target.status, target.reason = "failed", f"probe: {exc}"
+        targets = start_targets(stack, tmp, args.targets, load_cpus, proxy_cpus)
         live = [t for t in targets if t.status == "ok"]
-        for t in targets:
-            state = "ok" if t.status == "ok" else f"{t.status}: {t.reason[:300]}"
-            console.print(f"[dim]{t.name}: {state}[/dim]")
-
-        bodies = {}
-        for mode in MODES:
-            bodies[mode] = tmp / f"body-{mode}.json"
-            bodies[mode].write_bytes(request_body(mode == "stream"))
-        for target in live:  # warm pools, lazy imports and caches; not recorded
-            for mode in MODES:
-                run_wrk(wrk, target, bodies[mode], 8, 1, load_cpus)
-
-        cells: dict[tuple[str, str, int], Cell] = {}
-        for target in live:
-            for c in CONCURRENCY:
-                for mode in MODES:
-                    cells[(target.name, mode, c)] = Cell(target.name, mode, c)
-        total = args.rounds * len(CONCURRENCY) * len(MODES) * len(live)
-        for i, (r, c, mode, target) in enumerate(schedule(live, args.rounds), 1):
-            run = measure(wrk, target, bodies[mode], c, args.duration, args.settle, load_cpus)
-            cells[(target.name, mode, c)].runs.append(run)
-            console.print(
-                f"[dim]{i:3}/{total} round {r + 1} c={c:<2} {mode:6} {target.name:11} "
-                f"{run.requests / run.duration_s:9,.0f} req/s  p50 {run.p50_ms:8.2f} ms  "
-                f"errors {sum(run.errors.values())}[/dim]"
-            )
-        extra = {t.name: sidecar_metrics(t) for t in live if t.name == "sidecar"}
+        bodies = {mode: tmp / f"body-{mode}.json" for mode in MODES}
+        for mode, path in bodies.items():
+            path.write_bytes(request_body(mode == "stream"))
+        cells = run_rounds(wrk, live, bodies, args, load_cpus)
+        capture = {t.name: sidecar_metrics(t) for t in live if t.name == "sidecar"}
 
     rows = summarize(cells)
     ratio_rows = ratios(rows)
     print_report(rows, ratio_rows, targets)
+    for name, metrics in capture.items():
+        written = metrics.get("driftloop_capture_rows_written_total")
+        dropped = sum(v for k, v in metrics.items() if k.startswith("driftloop_capture_dropped"))
+        sent = next(t.requests_sent for t in targets if t.name == name) + len(MODES)
+        console.print(
+            f"{name} capture on: {written} rows written, {dropped} dropped; {sent} requests "
+            "completed through it (plus those wrk cut off at the end of each run)"
+        )
+    console.print(f"[dim]{pinning}[/dim]")
     return {
         "benchmark": "proxy_overhead",
         "date": dt.datetime.now().isoformat(timespec="seconds"),
@@ -718,7 +781,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             }
             for t in targets
         },
-        "sidecar_metrics": extra.get("sidecar", {}),
+        "sidecar_metrics": capture.get("sidecar", {}),
         "results": rows,
         "ratios": ratio_rows,
     }

@@ -149,12 +149,21 @@ async def _read_body(receive: Receive) -> bytes:
     return body
 
 
-async def _stream(send: Send, events: tuple[bytes, ...], delay_s: float) -> None:
+async def _disconnected_within(receive: Receive, seconds: float) -> bool:
+    """Wait ``seconds``, or less if the client goes away first (then True)."""
+    try:
+        message = await asyncio.wait_for(receive(), seconds)
+    except TimeoutError:
+        return False
+    return bool(message["type"] == "http.disconnect")
+
+
+async def _stream(send: Send, receive: Receive, events: tuple[bytes, ...], delay_s: float) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
     for event in events:
         await send({"type": "http.response.body", "body": event, "more_body": True})
-        if delay_s:
-            await asyncio.sleep(delay_s)
+        if delay_s and await _disconnected_within(receive, delay_s):
+            return
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -179,8 +188,7 @@ async def _chat(scope: Scope, receive: Receive, send: Send) -> None:
         return
     options = request.get("stream_options") or {}
     include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
-    with contextlib.suppress(OSError):  # the client went away mid-stream
-        await _stream(send, stream_events(model, include_usage), delay_s)
+    await _stream(send, receive, stream_events(model, include_usage), delay_s)
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:

