@@ -39,7 +39,12 @@ def cli(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for chatty in ("httpx", "httpx2", "httpcore", "openai"):  # one line per request drowns the output
+    for chatty in (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "openai",
+    ):  # one line per request drowns the output
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
