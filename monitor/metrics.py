@@ -52,6 +52,11 @@ class SidecarMetrics:
             ["route", "status_class"],
             registry=registry,
         )
+        self.in_flight = Gauge(
+            "driftloop_proxy_requests_in_flight",
+            "Requests the sidecar is handling right now.",
+            registry=registry,
+        )
         self.upstream_latency = Histogram(
             "driftloop_proxy_upstream_latency_seconds",
             "Time from sending a request upstream to its last response byte.",

@@ -132,6 +132,7 @@ class OpenAIProxy:
             url += "?" + scope["query_string"].decode("latin-1")
 
         watch = _DisconnectWatch(receive, asyncio.current_task())
+        self.metrics.in_flight.inc()
         try:
             upstream_s = await self._exchange(scope["method"], url, headers, plan, send, started)
             self.metrics.overhead.labels(route=route).observe(
@@ -148,6 +149,7 @@ class OpenAIProxy:
         finally:
             watch.stop()
             self._finish(plan, started)
+            self.metrics.in_flight.dec()
 
     def _plan_capture(self, plan: _Plan, header: str | None, started_wall: float) -> None:
         """Apply the alias table and sampling; rewrite the body only when something changes."""
@@ -231,10 +233,21 @@ class OpenAIProxy:
                 }
             )
             exchange = plan.exchange
-            is_stream = response.content_type == "text/event-stream"
+            if response.content_type != "text/event-stream":
+                # A whole answer: read it, then count and queue it before the client can see its
+                # last byte (with a content-length, that byte ends the response for the client).
+                body = await response.read()
+                if exchange is not None:
+                    exchange.ttft_s = time.perf_counter() - started
+                    plan.chunks = [body]
+                upstream_s = time.perf_counter() - upstream_started
+                self.metrics.upstream_latency.labels(route=plan.route).observe(upstream_s)
+                self._finish(plan, started)
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+                return upstream_s
             captured = plan.chunks = [] if exchange is not None else None
             first = True
-            events = _UsageStripper() if plan.strip_usage_event and is_stream else None
+            events = _UsageStripper() if plan.strip_usage_event else None
             async for chunk in response.content.iter_any():
                 if first and exchange is not None:
                     exchange.ttft_s = time.perf_counter() - started
@@ -257,8 +270,7 @@ class OpenAIProxy:
         finally:
             response.close()  # on cancel this drops the connection, which aborts the upstream request
         self.metrics.upstream_latency.labels(route=plan.route).observe(upstream_s)
-        # Count and queue the capture before the client sees the end of the answer: once a client
-        # has its response, its row is in the writer's hands and its request is on /metrics.
+        # Count and queue the capture before the stream's HTTP body ends.
         self._finish(plan, started)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return upstream_s

@@ -252,6 +252,10 @@ class VLLMServer:
             log.warning("vLLM group %d ignored SIGTERM for %.0f s; killing it", pgid, grace_s)
             _signal_group(pgid, signal.SIGKILL)
             self._process.wait()
+            # Children of the group die asynchronously after SIGKILL; wait until they are gone.
+            kill_deadline = time.monotonic() + 10
+            while process_group_members(pgid) and time.monotonic() < kill_deadline:
+                time.sleep(0.05)
         log.info("vLLM %r stopped", self.served_model_name)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:

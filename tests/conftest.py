@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,10 @@ class RunningSidecar:
         return self.parts.store.query(sql, params)
 
     def flush(self) -> None:
-        """Wait until every capture queued so far is in DuckDB."""
+        """Wait until in-flight requests finished and every capture so far is in DuckDB."""
+        deadline = time.monotonic() + 10
+        while self.metric("driftloop_proxy_requests_in_flight") and time.monotonic() < deadline:
+            time.sleep(0.01)
         writer = self.parts.sidecar.writer
         assert writer is not None and writer.flush(), "capture writer did not flush"
 
