@@ -7,11 +7,10 @@ request, and is counted in ``driftloop_capture_dropped_total{reason}``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from monitor.capture import CapturedExchange, Redact, rows_to_arrow, to_row
@@ -19,16 +18,6 @@ from monitor.metrics import DropReason, SidecarMetrics
 from monitor.store import Store
 
 log = logging.getLogger(__name__)
-
-_STOP = object()
-
-
-class _FlushRequest:
-    """Queued by ``flush``: the writer writes what it holds, then sets ``done``."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-
 
 RESTART_BACKOFF_S = 1.0
 
@@ -38,7 +27,12 @@ def _no_redaction(text: str) -> str:
 
 
 class CaptureWriter:
-    """Owns the capture queue and the thread that drains it into ``store``.
+    """Owns the capture buffer and the thread that drains it into ``store``.
+
+    The buffer is a deque the hot path appends to without locks or thread wake-ups; the writer
+    wakes once per ``batch_size`` rows or ``flush_interval_s``, whichever comes first. (A
+    ``queue.Queue`` wakes the writer on every put, and those GIL hand-offs cost the proxy
+    more than the capture itself.)
 
     >>> from prometheus_client import CollectorRegistry
     >>> writer = CaptureWriter(Store.open(":memory:"), SidecarMetrics(CollectorRegistry()))
@@ -58,7 +52,10 @@ class CaptureWriter:
     ) -> None:
         self.store = store
         self._metrics = metrics
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._pending: deque[CapturedExchange] = deque()
+        self._queue_size = queue_size
+        self._wake = threading.Event()
+        self._flush_waiters: deque[threading.Event] = deque()
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._redact = redact
@@ -66,7 +63,7 @@ class CaptureWriter:
         self._thread: threading.Thread | None = None
         self._closing = False
         self._last_restart = float("-inf")
-        metrics.queue_depth.set_function(self._queue.qsize)
+        metrics.queue_depth.set_function(lambda: len(self._pending))
         metrics.writer_up.set_function(lambda: 1.0 if self.healthy else 0.0)
 
     @property
@@ -81,7 +78,7 @@ class CaptureWriter:
         self._thread.start()
 
     def submit(self, exchange: CapturedExchange) -> None:
-        """Queue an exchange for writing; drops (and counts) instead of blocking or raising."""
+        """Buffer an exchange for writing; drops (and counts) instead of blocking or raising."""
         if self.store is None:
             self._metrics.drop(DropReason.STORE_UNAVAILABLE)
             return
@@ -90,32 +87,31 @@ class CaptureWriter:
             return
         if not self.healthy:
             self._restart_if_due()
-        try:
-            self._queue.put_nowait(exchange)
-        except queue.Full:
+        if len(self._pending) >= self._queue_size:
             self._metrics.drop(DropReason.QUEUE_FULL)
             return
+        self._pending.append(exchange)  # deque.append is atomic under the GIL
         self._metrics.captured.inc()
+        if len(self._pending) >= self._batch_size:
+            self._wake.set()
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Block until everything submitted before this call is written; False on timeout."""
         if not self.healthy:
             return False
-        request = _FlushRequest()
-        try:
-            self._queue.put(request, timeout=timeout_s)
-        except queue.Full:
-            return False
-        return request.done.wait(timeout_s)
+        done = threading.Event()
+        self._flush_waiters.append(done)
+        self._wake.set()
+        return done.wait(timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Flush what is queued and stop the thread; what cannot be written in time is counted."""
+        """Write what is buffered and stop the thread; what cannot be written is counted."""
         self._closing = True
         if self._thread is not None and self._thread.is_alive():
-            with contextlib.suppress(queue.Full):
-                self._queue.put(_STOP, timeout=timeout_s)
+            self._wake.set()
             self._thread.join(timeout_s)
-        leftover = self._discard_queue()
+        leftover = len(self._pending)
+        self._pending.clear()
         if leftover:
             self._metrics.drop(DropReason.SHUTDOWN, leftover)
 
@@ -131,47 +127,25 @@ class CaptureWriter:
         self.start()
 
     def _run(self) -> None:
-        pending: list[CapturedExchange] = []
+        batch: list[CapturedExchange] = []
         try:
-            deadline = 0.0
             while True:
-                if pending:
-                    timeout = max(0.0, deadline - self._clock())
-                else:
-                    timeout = self._flush_interval_s
-                try:
-                    item = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    item = None
-                marker = None if isinstance(item, CapturedExchange) else item
-                if isinstance(item, CapturedExchange):
-                    if not pending:
-                        deadline = self._clock() + self._flush_interval_s
-                    pending.append(item)
-                    marker = self._drain_into(pending)
-                due = len(pending) >= self._batch_size or self._clock() >= deadline
-                if pending and (marker is not None or due):
-                    batch, pending = pending, []
+                self._wake.wait(self._flush_interval_s)
+                self._wake.clear()
+                stopping = self._closing
+                waiters = [self._flush_waiters.popleft() for _ in range(len(self._flush_waiters))]
+                while self._pending:
+                    take = min(len(self._pending), self._batch_size)
+                    batch = [self._pending.popleft() for _ in range(take)]
                     self._flush(batch)
-                if isinstance(marker, _FlushRequest):
-                    marker.done.set()
-                elif marker is _STOP:
+                    batch = []
+                for waiter in waiters:
+                    waiter.set()
+                if stopping:
                     return
         finally:
-            if pending:  # only reached when the thread is killed mid-batch
-                self._metrics.drop(DropReason.WRITER_DEAD, len(pending))
-
-    def _drain_into(self, pending: list[CapturedExchange]) -> object:
-        """Take what is already queued, up to a batch; returns a stop/flush marker if one came."""
-        while len(pending) < self._batch_size:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return None
-            if not isinstance(item, CapturedExchange):
-                return item
-            pending.append(item)
-        return None
+            if batch:  # only reached when the thread is killed mid-batch
+                self._metrics.drop(DropReason.WRITER_DEAD, len(batch))
 
     def _flush(self, batch: list[CapturedExchange]) -> None:
         store = self.store
@@ -188,12 +162,3 @@ class CaptureWriter:
             return
         self._metrics.rows_written.inc(written)
         self._metrics.flush_duration.observe(time.perf_counter() - started)
-
-    def _discard_queue(self) -> int:
-        count = 0
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return count
-            count += isinstance(item, CapturedExchange)
