@@ -1,6 +1,6 @@
 """What a reverse proxy in front of an OpenAI server costs, against baselines measured in one run.
 
-    .venv/bin/python -m benchmarks.proxy_overhead [--duration 5] [--rounds 2] [--quick]
+    .venv/bin/python -m benchmarks.proxy_overhead [--duration 3] [--rounds 3] [--quick]
 
 Targets, all in front of the same fast upstream stub (benchmarks/upstream_stub.py):
 - direct: wrk straight to the stub, the baseline every "added" latency is measured against;
@@ -9,9 +9,10 @@ Targets, all in front of the same fast upstream stub (benchmarks/upstream_stub.p
 - litellm: LiteLLM's proxy from .venv-bench (made by scripts/bench-venv.sh), the anchor.
 
 Load comes from wrk (benchmarks/wrk_post.lua) at concurrency 1, 8 and 64, non-streaming and
-streaming, in interleaved rounds so that drift in machine load spreads over every target. Proxy
-CPU per request is utime + stime of the proxy's process tree (from /proc) over each run. Results
-go to the terminal and to benchmarks/results/proxy_overhead-<date>.json.
+streaming, in interleaved rounds so that drift in machine load spreads over every target; each
+figure is the median over rounds. Proxy CPU per request is utime + stime of the proxy's process
+tree (from /proc) over each run and the pause after it. Results go to the terminal and to
+benchmarks/results/proxy_overhead-<date>.json.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,7 +103,7 @@ class Run:
 
 @dataclass
 class Cell:
-    """All rounds of one target × mode × concurrency, aggregated."""
+    """All rounds of one target × mode × concurrency: medians over rounds resist one noisy run."""
 
     target: str
     mode: str
@@ -114,16 +116,15 @@ class Cell:
 
     @property
     def rps(self) -> float:
-        seconds = sum(r.duration_s for r in self.runs)
-        return self.requests / seconds if seconds else 0.0
+        return statistics.median(r.requests / r.duration_s for r in self.runs)
 
     @property
     def p50_ms(self) -> float | None:
-        return _mean([r.p50_ms for r in self.runs if r.p50_ms is not None])
+        return _median([r.p50_ms for r in self.runs if r.p50_ms is not None])
 
     @property
     def p99_ms(self) -> float | None:
-        return _mean([r.p99_ms for r in self.runs if r.p99_ms is not None])
+        return _median([r.p99_ms for r in self.runs if r.p99_ms is not None])
 
     @property
     def errors(self) -> int:
@@ -137,16 +138,12 @@ class Cell:
         return 1000 * sum(cpu) / self.requests
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def _minus(a: float | None, b: float | None) -> float | None:
     return a - b if a is not None and b is not None else None
-
-
-def _over(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -162,8 +159,8 @@ def cpu_layout(pin: bool) -> tuple[set[int] | None, set[int] | None, str]:
     return (
         load,
         proxy,
-        f"stub + wrk pinned to CPU {_cpus(load)}, each proxy (one at a time under load) to "
-        f"CPU {_cpus(proxy)}: the proxies and the stub share {len(cpus)} cores with wrk",
+        f"stub + wrk pinned to CPU {_cpus(load)}, each proxy to CPU {_cpus(proxy)} "
+        f"(the proxies and the stub share {len(cpus)} cores with wrk)",
     )
 
 
@@ -535,6 +532,23 @@ def summarize(cells: dict[tuple[str, str, int], Cell]) -> list[dict[str, Any]]:
     return rows
 
 
+def _rps(run: dict[str, Any]) -> float:
+    return float(run["requests"] / run["duration_s"])
+
+
+def paired(a: dict[str, Any], b: dict[str, Any], metric: str) -> float | None:
+    """Median over rounds of a/b, pairing the runs of one round (taken seconds apart).
+
+    On a shared machine the load drifts between rounds; a ratio within a round cancels most of it.
+    """
+    values = []
+    for run_a, run_b in zip(a["runs"], b["runs"], strict=True):
+        x, y = (_rps(run_a), _rps(run_b)) if metric == "rps" else (run_a[metric], run_b[metric])
+        if x is not None and y:
+            values.append(x / y)
+    return _median(values)
+
+
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Sidecar against the pass-through floor and against LiteLLM, per mode and concurrency."""
     by_key = {(r["target"], r["mode"], r["concurrency"]): r for r in rows}
@@ -546,22 +560,19 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             anchor = by_key.get(("litellm", mode, c))
             entry: dict[str, Any] = {"mode": mode, "concurrency": c}
             if side and floor:
-                rps = _over(side["rps"], floor["rps"])
-                p50 = _over(side["p50_ms"], floor["p50_ms"])
-                entry["sidecar_vs_passthrough_rps"] = rps
-                entry["sidecar_vs_passthrough_p50"] = p50
-                entry["sidecar_vs_passthrough_p99"] = _over(side["p99_ms"], floor["p99_ms"])
+                rps = entry["sidecar_vs_passthrough_rps"] = paired(side, floor, "rps")
+                p50 = entry["sidecar_vs_passthrough_p50"] = paired(side, floor, "p50_ms")
+                entry["sidecar_vs_passthrough_p99"] = paired(side, floor, "p99_ms")
                 if rps is not None and p50 is not None:
                     entry["within_10pct"] = (
                         rps >= 1 - PASSTHROUGH_MARGIN and p50 <= 1 + PASSTHROUGH_MARGIN
                     )
             if anchor and side:
-                vs_litellm = _over(side["rps"], anchor["rps"])
-                entry["sidecar_vs_litellm_rps"] = vs_litellm
+                vs_litellm = entry["sidecar_vs_litellm_rps"] = paired(side, anchor, "rps")
                 if vs_litellm is not None:
                     entry["at_least_30x"] = vs_litellm >= LITELLM_FACTOR
             if anchor and floor:
-                entry["passthrough_vs_litellm_rps"] = _over(floor["rps"], anchor["rps"])
+                entry["passthrough_vs_litellm_rps"] = paired(floor, anchor, "rps")
             out.append(entry)
     return out
 
@@ -593,7 +604,10 @@ def print_report(
         )
     console.print(table)
 
-    ratio_table = Table(title="Ratios (sidecar ≈ passthrough within 10%; sidecar ≥ 30× LiteLLM)")
+    ratio_table = Table(
+        title="Ratios, median of per-round pairs (sidecar ≈ passthrough within 10%; "
+        "sidecar ≥ 30× LiteLLM)"
+    )
     for column in ("mode", "c", "rps side/pass", "p50 side/pass", "p99 side/pass", "within 10%"):
         ratio_table.add_column(column, justify="right")
     for column in ("rps side/LiteLLM", "≥ 30×", "rps pass/LiteLLM"):
@@ -744,12 +758,12 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     ratio_rows = ratios(rows)
     print_report(rows, ratio_rows, targets)
     for name, metrics in capture.items():
-        written = metrics.get("driftloop_capture_rows_written_total")
+        written = metrics.get("driftloop_capture_rows_written_total", 0)
         dropped = sum(v for k, v in metrics.items() if k.startswith("driftloop_capture_dropped"))
         sent = next(t.requests_sent for t in targets if t.name == name) + len(MODES)
         console.print(
-            f"{name} capture on: {written} rows written, {dropped} dropped; {sent} requests "
-            "completed through it (plus those wrk cut off at the end of each run)"
+            f"{name} capture: {written:,.0f} rows written, {dropped:,.0f} dropped; {sent:,} "
+            "requests completed through it (plus those wrk cut off at the end of each run)"
         )
     console.print(f"[dim]{pinning}[/dim]")
     return {
@@ -789,8 +803,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds")
+    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
     parser.add_argument(
         "--settle", type=float, default=1.0, help="pause after each run, counted in proxy CPU"
     )

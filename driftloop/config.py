@@ -15,7 +15,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -106,6 +106,33 @@ class VLLMConfig(_Section):
     start_timeout_s: float = Field(300.0, gt=0, description="Time allowed for vLLM to get healthy.")
 
 
+class DriftConfig(_Section):
+    enabled: bool = Field(
+        True, description="Embed captured traffic and evaluate drift on a schedule."
+    )
+    interval_s: float = Field(60.0, gt=0, description="Seconds between drift evaluations.")
+    embed_interval_s: float = Field(
+        5.0, gt=0, description="Seconds between passes that embed newly captured traffic."
+    )
+    embed_batch: int = Field(512, ge=1, description="Exchanges embedded per pass at most.")
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch", description="Embedding runtime: torch, onnx or onnx-int8 (see README benchmarks)."
+    )
+    embedding_threads: int = Field(1, ge=1, description="Threads the embedding worker may use.")
+    reference_size: int = Field(
+        2000, ge=10, description="Exchanges in a reference window (from the reference start)."
+    )
+    window_size: int = Field(
+        2000, ge=10, description="Latest exchanges in the current window (sliding)."
+    )
+    min_samples: int = Field(
+        200, ge=10, description="Both windows need at least this many samples to trip."
+    )
+    alpha: float = Field(
+        0.01, gt=0, lt=0.5, description="Significance level of the calibrated drift tests."
+    )
+
+
 class ApiConfig(_Section):
     host: str = Field("127.0.0.1", description="Address of the control API (keep it loopback).")
     port: int = Field(8101, ge=0, le=65535, description="Port of the control API.")
@@ -118,6 +145,7 @@ class Config(_Section):
     sidecar: SidecarConfig = Field(default_factory=SidecarConfig)  # type: ignore[arg-type]
     capture: CaptureConfig = Field(default_factory=CaptureConfig)  # type: ignore[arg-type]
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)  # type: ignore[arg-type]
+    drift: DriftConfig = Field(default_factory=DriftConfig)  # type: ignore[arg-type]
     api: ApiConfig = Field(default_factory=ApiConfig)  # type: ignore[arg-type]
     aliases: dict[str, str] = Field(
         default_factory=dict,

@@ -136,3 +136,54 @@ class SidecarMetrics:
 def status_class(status: int) -> str:
     """``2xx`` … ``5xx``; anything else (0 for no response) is ``error``."""
     return f"{status // 100}xx" if 100 <= status < 600 else "error"
+
+
+class DriftMetrics:
+    """Gauges of the latest drift evaluation per signal and model, plus the embedding backlog."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["signal", "model"]
+        self.score = Gauge(
+            "driftloop_drift_score", "Latest drift statistic.", labels, registry=registry
+        )
+        self.threshold = Gauge(
+            "driftloop_drift_threshold",
+            "Score the statistic must exceed at the current window sizes (calibrated).",
+            labels,
+            registry=registry,
+        )
+        self.p_value = Gauge(
+            "driftloop_drift_p_value",
+            "Permutation p-value of the latest score.",
+            labels,
+            registry=registry,
+        )
+        self.detected = Gauge(
+            "driftloop_drift_detected",
+            "1 when the latest evaluation tripped (p-value, effect size and sample size).",
+            labels,
+            registry=registry,
+        )
+        self.window_samples = Gauge(
+            "driftloop_drift_window_samples",
+            "Samples in the reference and current windows of the latest evaluation.",
+            [*labels, "window"],
+            registry=registry,
+        )
+        self.runs = Counter(
+            "driftloop_drift_runs_total",
+            "Drift evaluations per model and outcome (drifted, clear, insufficient).",
+            ["model", "outcome"],
+            registry=registry,
+        )
+        self.run_duration = Histogram(
+            "driftloop_drift_run_duration_seconds",
+            "Time to evaluate every signal of one model.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.embeddings_written = Counter(
+            "driftloop_embeddings_written_total",
+            "Prompt and response vectors stored.",
+            registry=registry,
+        )
