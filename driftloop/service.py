@@ -17,8 +17,11 @@ from prometheus_client import CollectorRegistry
 
 from driftloop.api import create_api
 from driftloop.config import Config
+from driftloop.scheduling import Job, Jobs
 from monitor.aliases import AliasTable
-from monitor.metrics import SidecarMetrics
+from monitor.drift_job import DriftJob, DriftSettings
+from monitor.embedding_job import EmbeddingWorker, embed_pending
+from monitor.metrics import DriftMetrics, SidecarMetrics
 from monitor.proxy import OpenAIProxy
 from monitor.redaction import PatternRedactor
 from monitor.sampling import Sampler
@@ -37,6 +40,17 @@ class Components:
     store: Store | None
     aliases: AliasTable
     registry: CollectorRegistry
+    jobs: Jobs | None = None
+    embedder: EmbeddingWorker | None = None
+
+    def close(self) -> None:
+        """Stop background jobs and the embedding worker, then close the store."""
+        if self.jobs is not None:
+            self.jobs.stop()
+        if self.embedder is not None:
+            self.embedder.close()
+        if self.store is not None:
+            self.store.close()
 
 
 def build_components(
@@ -74,7 +88,50 @@ def build_components(
         max_connections=cfg.sidecar.max_connections,
         max_body_bytes=cfg.capture.max_body_bytes,
     )
-    return Components(Sidecar(proxy, writer), store, aliases, registry)
+    parts = Components(Sidecar(proxy, writer), store, aliases, registry)
+    if cfg.drift.enabled and store is not None:
+        parts.embedder, parts.jobs = _drift_jobs(cfg, store, registry, aliases)
+    return parts
+
+
+def _drift_jobs(
+    cfg: Config, store: Store, registry: CollectorRegistry, aliases: AliasTable
+) -> tuple[EmbeddingWorker, Jobs]:
+    """Embedding (in a niced worker process) and drift evaluation, each on its own interval."""
+    embedder = EmbeddingWorker(
+        backend=cfg.drift.embedding_backend,
+        threads=cfg.drift.embedding_threads,
+        cache_dir=cfg.cache_dir / "embeddings",
+    )
+    metrics = DriftMetrics(registry)
+    drift = DriftJob(
+        store,
+        metrics,
+        DriftSettings(
+            reference_size=cfg.drift.reference_size,
+            window_size=cfg.drift.window_size,
+            min_samples=cfg.drift.min_samples,
+            alpha=cfg.drift.alpha,
+            min_effect=cfg.drift.min_effect,
+            embedding_model=embedder.model_name,
+        ),
+        aliases=aliases.known,
+    )
+
+    def embed() -> int:
+        written = embed_pending(
+            store, embedder.encode, embedder.model_name, limit=cfg.drift.embed_batch
+        )
+        metrics.embeddings_written.inc(written)
+        return written
+
+    jobs = Jobs(
+        [
+            Job("embed", embed, cfg.drift.embed_interval_s),
+            Job("drift", drift.run, cfg.drift.interval_s),
+        ]
+    )
+    return embedder, jobs
 
 
 def api_token(cfg: Config) -> str:
@@ -133,11 +190,12 @@ def serve(cfg: Config) -> None:
             cfg.api.host,
             cfg.api.port,
         )
+        if parts.jobs is not None:
+            parts.jobs.start()
         try:
             asyncio.run(_run_servers(servers))
         finally:
-            if parts.store is not None:
-                parts.store.close()
+            parts.close()
 
 
 async def _run_servers(servers: list[_Server]) -> None:

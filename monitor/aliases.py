@@ -42,6 +42,10 @@ class AliasTable:
     def snapshot(self) -> dict[str, str]:
         return dict(self._aliases)
 
+    def known(self) -> frozenset[str]:
+        """Every configured public or served name (the values metric labels may take)."""
+        return frozenset(self._aliases) | self._known
+
     def label(self, model: str | None) -> str:
         """A bounded metric label: configured names pass, anything a client made up is ``other``."""
         if model is not None and (model in self._aliases or model in self._known):

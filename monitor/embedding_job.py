@@ -103,9 +103,14 @@ def embed_pending(store: Store, encode: Encode, model_name: str, *, limit: int =
     if not items:
         return 0
     started = time.perf_counter()
-    vectors = np.ascontiguousarray(encode([text for _, _, text in items]), dtype=np.float32)
-    if vectors.shape[0] != len(items):
-        raise ValueError(f"encoder returned {vectors.shape[0]} vectors for {len(items)} texts")
+    # Traffic repeats itself (greetings, templated prompts, canned answers): encode each text once.
+    unique, inverse = np.unique(
+        np.array([text for _, _, text in items], dtype=object), return_inverse=True
+    )
+    encoded = np.ascontiguousarray(encode(unique.tolist()), dtype=np.float32)
+    if encoded.shape[0] != len(unique):
+        raise ValueError(f"encoder returned {encoded.shape[0]} vectors for {len(unique)} texts")
+    vectors = encoded[inverse]
     dim = vectors.shape[1]
     offsets = pa.array(np.arange(0, (len(items) + 1) * dim, dim, dtype=np.int32))
     table = pa.table(
@@ -118,7 +123,13 @@ def embed_pending(store: Store, encode: Encode, model_name: str, *, limit: int =
     )
     store.append("embeddings", table)
     elapsed = time.perf_counter() - started
-    log.info("embedded %d texts in %.1f s (%.0f/s)", len(items), elapsed, len(items) / elapsed)
+    log.info(
+        "embedded %d texts (%d distinct) in %.1f s (%.0f/s)",
+        len(items),
+        len(unique),
+        elapsed,
+        len(items) / elapsed,
+    )
     return len(items)
 
 

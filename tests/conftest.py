@@ -66,7 +66,7 @@ def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., RunningSidecar]]:
         cfg = make_config(tmp_path, **sections)
         parts = build_components(cfg, upstream_url, CollectorRegistry())
         if parts.store is not None:
-            stack.callback(parts.store.close)  # runs after the server (and its writer) stopped
+            stack.callback(parts.close)  # runs after the server (and its writer) stopped
         url = stack.enter_context(serve_in_thread(parts.sidecar))
         return RunningSidecar(url, parts, cfg)
 

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from driftloop.cli import cli
 from driftloop.config import documented_keys
-from monitor.metrics import SidecarMetrics
+from monitor.metrics import DriftMetrics, SidecarMetrics
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -35,6 +35,7 @@ def test_every_config_key_is_in_the_readme():
 def test_every_metric_is_in_the_readme():
     registry = CollectorRegistry()
     SidecarMetrics(registry)
+    DriftMetrics(registry)
     names = []
     for family in registry.collect():
         suffix = "_total" if family.type == "counter" else ""

@@ -18,7 +18,7 @@ def api(tmp_path):
     app = create_api(TOKEN, parts.store, parts.sidecar, parts.aliases)
     with serve_in_thread(app) as url:
         yield url, parts
-    parts.store.close()
+    parts.close()
 
 
 @pytest.mark.parametrize(
@@ -66,4 +66,4 @@ def test_short_tokens_are_refused(tmp_path):
     parts = build_components(make_config(tmp_path), "http://127.0.0.1:9", CollectorRegistry())
     with pytest.raises(ValueError, match="at least 16 characters"):
         create_api("short", parts.store, parts.sidecar, parts.aliases)
-    parts.store.close()
+    parts.close()

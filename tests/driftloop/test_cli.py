@@ -49,7 +49,7 @@ def test_requests_reads_the_file_when_no_service_runs(tmp_path):
         )
     )
     writer.close()
-    parts.store.close()
+    parts.close()
     env = {
         "DRIFTLOOP__CAPTURE__DB_PATH": str(cfg.capture.db_path),
         "DRIFTLOOP__API__PORT": "9",

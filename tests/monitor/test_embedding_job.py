@@ -62,7 +62,7 @@ def test_vectors_round_trip(store):
 
 
 def test_wrong_vector_count_is_refused(store):
-    with pytest.raises(ValueError, match="returned 1 vectors for 5 texts"):
+    with pytest.raises(ValueError, match="returned 1 vectors for 5 texts"):  # 5 distinct texts
         embed_pending(store, lambda texts: letter_counts(texts[:1]), "letters")
 
 
