@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from monitor.aliases import AliasTable
+from monitor.drift_report import latest_runs
 from monitor.sidecar import Sidecar
 from monitor.store import Store
 
@@ -90,6 +91,13 @@ def create_api(token: str, store: Store | None, sidecar: Sidecar, aliases: Alias
         if store is None:
             raise HTTPException(status_code=503, detail="the capture store is not open")
         return recent_rows(store, limit=limit, model=model)
+
+    @app.get("/api/v1/drift/latest")
+    def drift_latest() -> list[dict[str, Any]]:
+        """The newest evaluation of every (model, signal), with per-cluster details."""
+        if store is None:
+            raise HTTPException(status_code=503, detail="the capture store is not open")
+        return latest_runs(store)
 
     @app.get("/api/v1/audit")
     def audit_log(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:

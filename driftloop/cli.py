@@ -110,11 +110,19 @@ def requests_command(config_path: Path | None, limit: int, model: str | None) ->
 def _recent_requests(
     cfg: Config, limit: int, model: str | None
 ) -> tuple[list[dict[str, Any]], str]:
+    from driftloop.api import recent_rows
+
+    query = f"limit={limit}" + (f"&model={urllib.parse.quote(model)}" if model else "")
+    return _read(
+        cfg, f"/api/v1/requests?{query}", lambda con: recent_rows(con, limit=limit, model=model)
+    )
+
+
+def _read(cfg: Config, api_path: str, from_file: Any) -> tuple[Any, str]:
+    """Ask the running service's API; when none answers, open the DuckDB file read-only."""
     from driftloop.service import api_token
 
-    url = f"http://{cfg.api.host}:{cfg.api.port}/api/v1/requests?limit={limit}"
-    if model:
-        url += "&model=" + urllib.parse.quote(model)
+    url = f"http://{cfg.api.host}:{cfg.api.port}{api_path}"
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_token(cfg)}"})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
@@ -124,8 +132,6 @@ def _recent_requests(
     except (urllib.error.URLError, ConnectionError):
         pass  # no service running: the file is free to open
     import duckdb
-
-    from driftloop.api import recent_rows
 
     if not cfg.capture.db_path.exists():
         raise click.ClickException(
@@ -138,11 +144,40 @@ def _recent_requests(
             f"{cfg.capture.db_path} is held by another process and its API is not reachable: {exc}"
         ) from None
     try:
-        return recent_rows(
-            con, limit=limit, model=model
-        ), f"file {cfg.capture.db_path} (no service running)"
+        return from_file(con), f"file {cfg.capture.db_path} (no service running)"
     finally:
         con.close()
+
+
+@cli.group("drift")
+def drift_group() -> None:
+    """Drift results."""
+
+
+@drift_group.command("report")
+@CONFIG_OPTION
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/reports"),
+    show_default=True,
+    help="Folder for drift-report.html and drift-summary.png.",
+)
+def drift_report(config_path: Path | None, out: Path) -> None:
+    """Write the latest drift evaluation as HTML (cluster shares, examples) and a PNG summary."""
+    from monitor.drift_report import latest_runs, write_report
+
+    cfg = _load(config_path)
+    runs, source = _read(cfg, "/api/v1/drift/latest", latest_runs)
+    click.echo(f"source: {source}", err=True)
+    if not runs:
+        raise click.ClickException("no drift evaluations yet (the drift job has not run)")
+    out.mkdir(parents=True, exist_ok=True)
+    html_path, png_path = out / "drift-report.html", out / "drift-summary.png"
+    write_report(runs, html_path, png_path, alpha=cfg.drift.alpha)
+    drifted = sorted({f"{r['model_alias']}/{r['signal']}" for r in runs if r["drifted"]})
+    click.echo(f"{len(runs)} signals, drifted: {', '.join(drifted) or 'none'}")
+    click.echo(f"wrote {html_path} and {png_path}")
 
 
 @cli.command("demo")

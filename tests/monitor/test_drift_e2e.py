@@ -7,6 +7,7 @@ chit-chat categories to tech_support; ``steady`` keeps drawing from the same cat
 
 from __future__ import annotations
 
+import html
 import json
 import random
 
@@ -16,6 +17,7 @@ import pytest
 
 from benchmarks.upstream_stub import running_stub
 from monitor.corpora import chatterbot_conversations
+from monitor.drift_report import latest_runs, write_report
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +35,9 @@ def prompts():
     return {"chat": chat, "tech": tech}
 
 
-def test_topic_shift_trips_embedding_drift_and_a_steady_alias_does_not(start_sidecar, prompts):
+def test_topic_shift_trips_embedding_drift_and_a_steady_alias_does_not(
+    start_sidecar, prompts, tmp_path
+):
     with running_stub() as port:
         sidecar = start_sidecar(
             f"http://127.0.0.1:{port}",
@@ -93,3 +97,10 @@ def test_topic_shift_trips_embedding_drift_and_a_steady_alias_does_not(start_sid
     [(signal, drifted, reason, details)] = rows
     assert drifted and reason.startswith("tripped")
     assert json.loads(details)["k"] >= 2
+
+    runs = latest_runs(sidecar.parts.store)
+    write_report(runs, tmp_path / "r.html", tmp_path / "r.png")
+    page = (tmp_path / "r.html").read_text()
+    assert "support — prompt_embedding_psi: clusters that grew" in page
+    assert html.escape(grew["examples"][0]) in page
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
