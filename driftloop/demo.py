@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,25 @@ from driftloop.config import Config
 from monitor.corpora import chatterbot_conversations
 from monitor.vllm_process import free_port
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)
 DEMO_CATEGORIES = ["ai", "computers", "science", "history", "food", "sports"]
+CHAT_CATEGORIES = [
+    "ai",
+    "botprofile",
+    "emotion",
+    "food",
+    "greetings",
+    "humor",
+    "movies",
+    "psychology",
+]
+SHIFT_CATEGORY = "tech_support"
+DRIFT_ALIAS = "helpdesk"  # its own alias, so its reference is the staged reference traffic
+WINDOW = 100  # per drift window; small so that CPU generation keeps the demo to a few minutes
 
 
 def run_demo(cfg: Config, *, n_requests: int) -> None:
-    """Start ``driftloop serve`` (it starts vLLM), replay prompts, show the capture, stop."""
+    """Start ``driftloop serve`` (it starts vLLM), replay prompts, show capture and drift, stop."""
     work = Path("data") / "demo"
     work.mkdir(parents=True, exist_ok=True)
     db_path = work / f"capture-{time.strftime('%Y%m%d-%H%M%S')}.duckdb"
@@ -44,6 +58,12 @@ def run_demo(cfg: Config, *, n_requests: int) -> None:
         "DRIFTLOOP__VLLM__PORT": str(ports["vllm"]),
         "DRIFTLOOP__VLLM__LAUNCH": "true",
         "DRIFTLOOP__ALIASES__SUPPORT": cfg.vllm.served_model_name,
+        f"DRIFTLOOP__ALIASES__{DRIFT_ALIAS.upper()}": cfg.vllm.served_model_name,
+        "DRIFTLOOP__DRIFT__REFERENCE_SIZE": str(WINDOW),
+        "DRIFTLOOP__DRIFT__WINDOW_SIZE": str(WINDOW),
+        "DRIFTLOOP__DRIFT__MIN_SAMPLES": str(WINDOW * 4 // 5),
+        "DRIFTLOOP__DRIFT__INTERVAL_S": "5",
+        "DRIFTLOOP__DRIFT__EMBED_INTERVAL_S": "2",
         cfg.api.token_env: token,
     }
     sidecar = f"http://127.0.0.1:{ports['sidecar']}"
@@ -61,6 +81,7 @@ def run_demo(cfg: Config, *, n_requests: int) -> None:
         answers = _replay(sidecar, prompts)
         _show_capture(api, token, answers)
         _show_metrics(sidecar)
+        _staged_drift(sidecar, api, token, work)
         console.print(
             f"\nsidecar (OpenAI API): {sidecar}/v1   metrics: {sidecar}/metrics   "
             f"control API: {api}/api/v1/status   DuckDB: {db_path}"
@@ -94,13 +115,101 @@ def _wait_ready(
     raise SystemExit(f"service not ready after {timeout:.0f} s; see {log_path}")
 
 
-def _prompts(n: int) -> list[str]:
-    conversations = chatterbot_conversations(DEMO_CATEGORIES)
-    rng = random.Random(0)
+def _prompts(n: int, categories: list[str] = DEMO_CATEGORIES, seed: int = 0) -> list[str]:
+    conversations = chatterbot_conversations(categories)
+    rng = random.Random(seed)
     return [c.prompt for c in rng.sample(conversations, min(n, len(conversations)))]
 
 
-def _replay(sidecar: str, prompts: list[str]) -> list[dict[str, Any]]:
+def _staged_drift(sidecar: str, api: str, token: str, work: Path) -> None:
+    """Reference traffic, more of the same (no drift), then a topic shift (drift)."""
+    console.rule("staged drift")
+    chat = _prompts(3 * WINDOW, CHAT_CATEGORIES, seed=1)
+    tech = _prompts(WINDOW, [SHIFT_CATEGORY], seed=2)
+
+    def staged(prompts: list[str], title: str) -> None:
+        _replay(sidecar, prompts, model=DRIFT_ALIAS, max_tokens=16, concurrency=8, title=title)
+
+    staged(chat[:WINDOW], "reference: chit-chat")
+    phases = [
+        ("current window: more chit-chat (no drift expected)", chat[WINDOW : 2 * WINDOW]),
+        (f"current window: {SHIFT_CATEGORY} prompts (a topic shift)", tech),
+    ]
+    for title, prompts in phases:
+        since = time.time()
+        staged(prompts, title)
+        _show_drift(_await_drift(api, token, since))
+    runs = _get(f"{api}/api/v1/drift/latest", token)
+    from monitor.drift_report import write_report
+
+    html_path, png_path = work / "drift-report.html", work / "drift-summary.png"
+    write_report(runs, html_path, png_path)
+    console.print(f"drift report: {html_path}  summary: {png_path}")
+    metrics = _get(sidecar + "/metrics")
+    console.print("[bold]/metrics[/] drift gauges for prompts:")
+    for line in metrics.splitlines():
+        if (
+            line.startswith(("driftloop_drift_detected", "driftloop_drift_p_value"))
+            and "prompt_embedding" in line
+        ):
+            console.print("  " + line)
+
+
+def _await_drift(api: str, token: str, since: float, timeout: float = 180) -> list[dict[str, Any]]:
+    """Wait for a drift evaluation that saw a full current window captured after ``since``."""
+    deadline = time.monotonic() + timeout
+    with console.status("waiting for embeddings and the next drift evaluation"):
+        while time.monotonic() < deadline:
+            runs = _get(f"{api}/api/v1/drift/latest", token)
+            psi = [
+                r
+                for r in runs
+                if r["signal"] == "prompt_embedding_psi" and r["model_alias"] == DRIFT_ALIAS
+            ]
+            if psi and psi[0]["n_current"] == WINDOW:
+                run_at = datetime.fromisoformat(psi[0]["run_at"]).timestamp()
+                if run_at > since:
+                    return runs
+            time.sleep(2)
+    raise SystemExit("no drift evaluation arrived in time; see data/demo/service.log")
+
+
+def _show_drift(runs: list[dict[str, Any]]) -> None:
+    table = Table(title="drift signals (latest evaluation)")
+    for column in ("signal", "score", "threshold", "p-value", "n ref/cur", "drifted", "reason"):
+        table.add_column(column, overflow="fold")
+    for r in runs:
+        if r["model_alias"] != DRIFT_ALIAS or r["p_value"] is None:
+            continue
+        table.add_row(
+            r["signal"],
+            f"{r['score']:.4g}",
+            f"{r['threshold']:.4g}",
+            f"{r['p_value']:.3g}",
+            f"{r['n_reference']}/{r['n_current']}",
+            "[red]yes[/]" if r["drifted"] else "no",
+            r["reason"],
+        )
+    console.print(table)
+    psi = next(
+        r for r in runs if r["signal"] == "prompt_embedding_psi" and r["model_alias"] == DRIFT_ALIAS
+    )
+    for cluster in psi["details"].get("grew", [])[:1]:
+        console.print(
+            f"cluster {cluster['cluster']} grew {cluster['reference_share']:.0%} -> "
+            f"{cluster['current_share']:.0%}; examples: {cluster['examples']}"
+        )
+
+
+def _replay(
+    sidecar: str,
+    prompts: list[str],
+    *,
+    model: str = "support",
+    max_tokens: int = 48,
+    concurrency: int = 4,
+    title: str = "replaying chatterbot-corpus prompts",
+) -> list[dict[str, Any]]:
     """Send the prompts through the sidecar with the openai SDK, half of them streamed."""
     client = openai.OpenAI(base_url=sidecar + "/v1", api_key="demo", max_retries=0, timeout=120)
 
@@ -109,12 +218,12 @@ def _replay(sidecar: str, prompts: list[str]) -> list[dict[str, Any]]:
         started = time.perf_counter()
         if i % 2:
             stream = client.chat.completions.create(
-                model="support", messages=messages, max_tokens=48, stream=True
+                model=model, messages=messages, max_tokens=max_tokens, stream=True
             )
             text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         else:
             reply = client.chat.completions.create(
-                model="support", messages=messages, max_tokens=48
+                model=model, messages=messages, max_tokens=max_tokens
             )
             text = reply.choices[0].message.content or ""
         return {"prompt": prompts[i], "answer": text, "seconds": time.perf_counter() - started}
@@ -126,14 +235,15 @@ def _replay(sidecar: str, prompts: list[str]) -> list[dict[str, Any]]:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     ]
-    with Progress(*columns, console=console) as progress, ThreadPoolExecutor(4) as pool:
-        task = progress.add_task("replaying chatterbot-corpus prompts", total=len(prompts))
+    with Progress(*columns, console=console) as progress, ThreadPoolExecutor(concurrency) as pool:
+        task = progress.add_task(title, total=len(prompts))
         for result in pool.map(ask, range(len(prompts))):
             results.append(result)
             progress.advance(task)
     seconds = sum(r["seconds"] for r in results)
     console.print(
-        f"{len(results)} requests, mean latency {seconds / len(results):.2f} s (4 concurrent)"
+        f"{len(results)} requests, mean latency {seconds / len(results):.2f} s "
+        f"({concurrency} concurrent)"
     )
     return results
 
