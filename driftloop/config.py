@@ -116,7 +116,7 @@ class DriftConfig(_Section):
     )
     embed_batch: int = Field(512, ge=1, description="Exchanges embedded per pass at most.")
     embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "torch", description="Embedding runtime: torch, onnx or onnx-int8 (see README benchmarks)."
+        "onnx", description="Embedding runtime: torch, onnx or onnx-int8 (see README benchmarks)."
     )
     embedding_threads: int = Field(1, ge=1, description="Threads the embedding worker may use.")
     reference_size: int = Field(

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from driftloop.config import Config
+from driftloop.service import exit_on_sigterm
 from monitor.corpora import chatterbot_conversations
 from monitor.vllm_process import free_port
 
@@ -45,6 +46,7 @@ WINDOW = 100  # per drift window; small so that CPU generation keeps the demo to
 
 def run_demo(cfg: Config, *, n_requests: int) -> None:
     """Start ``driftloop serve`` (it starts vLLM), replay prompts, show capture and drift, stop."""
+    exit_on_sigterm()  # so that `finally` below stops the service if the demo is terminated
     work = Path("data") / "demo"
     work.mkdir(parents=True, exist_ok=True)
     db_path = work / f"capture-{time.strftime('%Y%m%d-%H%M%S')}.duckdb"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+import uvloop
 from prometheus_client import CollectorRegistry
 
 from driftloop.api import create_api
@@ -175,6 +176,7 @@ def _uvicorn_config(app: object, host: str, port: int) -> uvicorn.Config:
 
 def serve(cfg: Config) -> None:
     """Run until SIGINT/SIGTERM: optionally vLLM, then the sidecar and the control API."""
+    exit_on_sigterm()
     with _upstream(cfg) as upstream_url:
         parts = build_components(cfg, upstream_url)
         api = create_api(api_token(cfg), parts.store, parts.sidecar, parts.aliases)
@@ -193,7 +195,8 @@ def serve(cfg: Config) -> None:
         if parts.jobs is not None:
             parts.jobs.start()
         try:
-            asyncio.run(_run_servers(servers))
+            # uvicorn's loop="uvloop" applies only under Server.run(); two servers need our own.
+            uvloop.run(_run_servers(servers))
         finally:
             parts.close()
 
@@ -237,6 +240,15 @@ def _upstream(cfg: Config) -> Iterator[str]:
         yield server.base_url
     finally:
         server.stop()
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so cleanup (stopping a child vLLM) runs on the way out."""
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)
 
 
 def default_model_dir(cfg: Config) -> Path:

@@ -15,13 +15,22 @@ Backends (same weights, same tokenizer, same mean pooling):
 - ``"onnx"``: the model exported once to ONNX (from the packaged weights, locally: the export
   needs torch and transformers, the cache holds the result) and run by onnxruntime with the
   ``tokenizers`` library. Loading a cached export imports neither torch nor transformers.
-  Same output as torch to float32 rounding (max abs difference ~3e-7).
+  Same output as torch to float32 rounding (max abs difference ~3e-7); at 1 thread it embeds
+  1.1-1.25x as many texts per CPU-second as torch (less on long texts), loads in ~0.4 s
+  instead of ~7 s, and releases the GIL for a whole batch, so a background thread running it
+  leaves an asyncio loop in the same process alone (benchmarks/embedding_speed.py,
+  benchmarks/embedding_sidecar_impact.py).
 - ``"onnx-int8"``: the ONNX export with weights dynamically quantised to int8 by onnxruntime.
   Faster, but *not* the same vectors (mean cosine to the fp32 vectors ~0.99, worst ~0.95):
   do not mix its rows with fp32 rows in one reference window.
 
 sentence-transformers' own ``backend="onnx"`` needs ``optimum-onnx``, whose only release pins
 ``transformers<4.58``; that is why the ONNX path here is built on onnxruntime directly.
+
+``threads`` bounds the CPU one encode uses. On a 2-core machine shared with vLLM keep it at 1:
+2 threads were slower than 1 in every measurement here (the threads wait for each other when
+the other core is busy). ``idle_priority()`` puts a background embedding thread under
+SCHED_IDLE, so that it only uses CPU time nobody else wants.
 
 ``import monitor.embedding`` imports numpy and the standard library only; the heavy imports
 happen on the first ``encode`` (or an explicit ``load``).
@@ -103,6 +112,24 @@ def length_order(texts: Sequence[str]) -> np.ndarray:
     """
     lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
     return np.argsort(-lengths, kind="stable")
+
+
+def idle_priority() -> bool:
+    """Put the calling thread under SCHED_IDLE: it then runs only when its CPU has nothing else.
+
+    For a background embedding thread in the sidecar's process (or an embedding process): the
+    event loop and vLLM preempt it at once. Linux schedules threads one by one, so this changes
+    the calling thread only (threads it starts later inherit it). Returns False where the policy
+    does not exist (not Linux).
+    """
+    policy = getattr(os, "SCHED_IDLE", None)
+    if policy is None:
+        return False
+    try:
+        os.sched_setscheduler(0, policy, os.sched_param(0))
+    except OSError:
+        return False
+    return True
 
 
 class _Progress:

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from monitor.embedding import (
     chunked,
     default_model_path,
     export_onnx,
+    idle_priority,
     length_order,
 )
 
@@ -78,6 +80,21 @@ def test_chunked_and_length_order() -> None:
     with pytest.raises(ValueError):
         list(chunked([1], 0))
     assert length_order(["bb", "a", "ccc", "dd"]).tolist() == [2, 0, 3, 1]
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
+def test_idle_priority_applies_to_the_calling_thread_only() -> None:
+    seen: dict[str, object] = {}
+
+    def background() -> None:
+        seen["ok"] = idle_priority()
+        seen["policy"] = os.sched_getscheduler(0)
+
+    thread = threading.Thread(target=background)
+    thread.start()
+    thread.join()
+    assert seen == {"ok": True, "policy": os.SCHED_IDLE}
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE
 
 
 def test_bad_arguments() -> None:

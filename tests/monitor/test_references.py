@@ -65,5 +65,5 @@ def test_pinned_range_replaces_the_reference(store):
 
 
 def test_a_range_that_ends_before_it_starts_is_refused(store):
-    with pytest.raises(ValueError, match="ends .* before it starts"):
+    with pytest.raises(ValueError, match=r"ends .* before it starts"):
         set_reference(store, "m", T0, ends_at=T0 - timedelta(minutes=1), reason="pinned")
