@@ -324,6 +324,7 @@ def _cluster_details(
     ref_share = hist.reference / max(1, hist.reference.sum())
     cur_share = hist.current / max(1, hist.current.sum())
     contributions = result.contributions if len(result.contributions) else cur_share - ref_share
+
     def describe(j: int) -> dict[str, Any]:
         return {
             "cluster": j,
