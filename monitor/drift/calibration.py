@@ -48,7 +48,9 @@ def permutation_tables(
     """``draws`` (reference, current) count tables as if rows were shuffled between the windows."""
     ref, cur = check_counts(reference, current)
     if ref.ndim != 1:
-        raise ValueError(f"permutation_tables takes one histogram per window, got shape {ref.shape}")
+        raise ValueError(
+            f"permutation_tables takes one histogram per window, got shape {ref.shape}"
+        )
     if not (np.array_equal(ref, np.round(ref)) and np.array_equal(cur, np.round(cur))):
         raise ValueError("permutation needs integer counts")
     if draws < 1:

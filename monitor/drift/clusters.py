@@ -57,7 +57,9 @@ def choose_k(n_ref: int, n_cur: int) -> int:
     return int(np.clip(min(n_ref, n_cur) // ROWS_PER_CLUSTER, MIN_CLUSTERS, MAX_CLUSTERS))
 
 
-def check_embeddings(name: str, embeddings: ArrayLike, dim: int | None = None) -> NDArray[np.float32]:
+def check_embeddings(
+    name: str, embeddings: ArrayLike, dim: int | None = None
+) -> NDArray[np.float32]:
     """A (rows, dim) float32 matrix with at least one row and no NaN or infinite values."""
     matrix = np.asarray(embeddings, dtype=np.float32)
     if matrix.ndim != 2:
