@@ -131,9 +131,6 @@ class DriftConfig(_Section):
     alpha: float = Field(
         0.01, gt=0, lt=0.5, description="Significance level of the calibrated drift tests."
     )
-    min_effect: float = Field(
-        0.02, ge=0, description="Smallest effect (share of traffic moved) that may trip a signal."
-    )
 
 
 class ApiConfig(_Section):

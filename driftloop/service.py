@@ -113,7 +113,6 @@ def _drift_jobs(
             window_size=cfg.drift.window_size,
             min_samples=cfg.drift.min_samples,
             alpha=cfg.drift.alpha,
-            min_effect=cfg.drift.min_effect,
             embedding_model=embedder.model_name,
         ),
         aliases=aliases.known,

@@ -10,16 +10,24 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from monitor.drift.calibration import Calibrated, calibrate_histogram
-from monitor.drift.clusters import ClusterHistogram, cluster_histogram
-from monitor.drift.mean_shift import mean_shift_test
-from monitor.drift.statistics import distinct_n, value_histograms
+from monitor.drift.clusters import ClusterHistogram
+from monitor.drift.signals import (
+    EMBEDDING_POLICY,
+    LENGTH_POLICY,
+    RATE_POLICY,
+    DriftPolicy,
+    DriftResult,
+    embedding_drift,
+    length_drift,
+    rate_drift,
+)
+from monitor.drift.statistics import distinct_n
 from monitor.embedding_job import load_vectors
 from monitor.metrics import DriftMetrics
 from monitor.references import Reference, aliases_with_traffic, ensure_reference, windows
@@ -29,7 +37,6 @@ from monitor.store import Store
 REFUSAL = re.compile(
     r"\b(I'?m sorry|I am sorry|I can(?:no|')t (?:help|assist|do)|I am unable|As an AI)\b", re.I
 )
-TOKEN_BINS = 10
 EXAMPLES_PER_CLUSTER = 3
 TOP_CLUSTERS = 5
 
@@ -40,9 +47,6 @@ class DriftSettings:
     window_size: int = 2000
     min_samples: int = 200
     alpha: float = 0.01
-    # Smallest effect that may trip: share of traffic moved (histograms) or distance between
-    # mean embeddings (mean shift). Keeps huge windows from alarming on trivial shifts.
-    min_effect: float = 0.02
     embedding_model: str = "all-MiniLM-L6-v2"
     seed: int = 0
 
@@ -111,6 +115,10 @@ class DriftJob:
 
     # --- signals -----------------------------------------------------------------------------
 
+    def _policy(self, kind: DriftPolicy) -> DriftPolicy:
+        """The benchmarked policy of a signal kind, with the configured alpha and sample floor."""
+        return replace(kind, alpha=self.settings.alpha, min_samples=self.settings.min_samples)
+
     def _embedding_signals(
         self, ref_rows: list[dict[str, Any]], cur_rows: list[dict[str, Any]]
     ) -> list[SignalResult]:
@@ -119,41 +127,24 @@ class DriftJob:
             ref_ids, ref_vec = self._vectors(field_name, ref_rows)
             cur_ids, cur_vec = self._vectors(field_name, cur_rows)
             n_ref, n_cur = len(ref_ids), len(cur_ids)
-            names = [f"{field_name}_embedding_{s}" for s in ("psi", "js", "mean_shift")]
+            names = [f"{field_name}_embedding_{s}" for s in ("mean_shift", "psi", "js")]
             if min(n_ref, n_cur) < 2:
                 out += [self._insufficient(n, n_ref, n_cur) for n in names]
                 continue
-            hist = cluster_histogram(ref_vec, cur_vec, seed=self.settings.seed)
-            examples = _cluster_examples(hist, cur_ids, cur_rows, field_name)
-            for name, statistic in zip(names[:2], ("psi", "js"), strict=True):
-                calibrated = calibrate_histogram(
-                    statistic,
-                    hist.reference,
-                    hist.current,
-                    self.settings.alpha,
-                    seed=self.settings.seed,
-                )
-                out.append(
-                    self._decide(
-                        name, calibrated, n_ref, n_cur, _cluster_details(hist, calibrated, examples)
-                    )
-                )
-            shift = mean_shift_test(
-                ref_vec,
-                cur_vec,
-                self.settings.alpha,
-                seed=self.settings.seed,
-                labels=(hist.reference_labels, hist.current_labels),
+            drift = embedding_drift(
+                names[0], ref_vec, cur_vec, self._policy(EMBEDDING_POLICY), self.settings.seed
             )
-            out.append(
-                self._decide(names[2], shift, n_ref, n_cur, _cluster_details(hist, shift, examples))
-            )
+            examples = _cluster_examples(drift.clusters, cur_ids, cur_rows, field_name)
+            for name, result in zip(names, (drift.shift, *drift.histograms), strict=True):
+                details = _cluster_details(drift.clusters, result, examples)
+                out.append(self._signal(replace(result, signal=name), details))
         return out
 
     def _token_signals(
         self, ref_rows: list[dict[str, Any]], cur_rows: list[dict[str, Any]]
     ) -> list[SignalResult]:
         out = []
+        policy = self._policy(LENGTH_POLICY)
         for column in ("prompt_tokens", "completion_tokens"):
             ref = [r[column] for r in ref_rows if r[column] is not None]
             cur = [r[column] for r in cur_rows if r[column] is not None]
@@ -162,25 +153,17 @@ class DriftJob:
                     self._insufficient(f"{column}_{s}", len(ref), len(cur)) for s in ("ks", "psi")
                 ]
                 continue
-            _, ref_counts, cur_counts = value_histograms(ref, cur)
-            ks = calibrate_histogram("ks", ref_counts, cur_counts, self.settings.alpha)
             details = {
                 "reference_mean": float(np.mean(ref)),
                 "current_mean": float(np.mean(cur)),
                 "reference_quantiles": np.quantile(ref, [0.1, 0.5, 0.9]).tolist(),
                 "current_quantiles": np.quantile(cur, [0.1, 0.5, 0.9]).tolist(),
             }
-            out.append(self._decide(f"{column}_ks", ks, len(ref), len(cur), details))
-            edges = np.unique(np.quantile(ref, np.linspace(0, 1, TOKEN_BINS + 1)[1:-1]))
-            ref_bins = np.bincount(
-                np.searchsorted(edges, ref, side="right"), minlength=len(edges) + 1
-            )
-            cur_bins = np.bincount(
-                np.searchsorted(edges, cur, side="right"), minlength=len(edges) + 1
-            )
-            psi = calibrate_histogram("psi", ref_bins, cur_bins, self.settings.alpha)
-            details = {**details, "bin_edges": edges.tolist()}
-            out.append(self._decide(f"{column}_psi", psi, len(ref), len(cur), details))
+            for statistic in ("ks", "psi"):
+                result = length_drift(
+                    f"{column}_{statistic}", ref, cur, policy, statistic, self.settings.seed
+                )
+                out.append(self._signal(result, details))
         return out
 
     def _output_signals(
@@ -197,16 +180,16 @@ class DriftJob:
             if not n_ref or not n_cur:
                 out.append(self._insufficient(name, n_ref, n_cur))
                 continue
-            ref_hits = sum(check(r) for r in ref_rows)
-            cur_hits = sum(check(r) for r in cur_rows)
-            calibrated = calibrate_histogram(
-                "rate_difference",
-                [ref_hits, n_ref - ref_hits],
-                [cur_hits, n_cur - cur_hits],
-                self.settings.alpha,
+            ref_flags = np.array([check(r) for r in ref_rows], dtype=bool)
+            cur_flags = np.array([check(r) for r in cur_rows], dtype=bool)
+            result = rate_drift(
+                name, ref_flags, cur_flags, self._policy(RATE_POLICY), self.settings.seed
             )
-            details = {"reference_rate": ref_hits / n_ref, "current_rate": cur_hits / n_cur}
-            out.append(self._decide(name, calibrated, n_ref, n_cur, details))
+            details = {
+                "reference_rate": float(ref_flags.mean()),
+                "current_rate": float(cur_flags.mean()),
+            }
+            out.append(self._signal(result, details))
         out.append(self._diversity(ref_rows, cur_rows))
         return out
 
@@ -235,30 +218,30 @@ class DriftJob:
 
     # --- decisions and recording -------------------------------------------------------------
 
-    def _decide(
-        self, signal: str, result: Calibrated, n_ref: int, n_cur: int, details: dict[str, Any]
-    ) -> SignalResult:
-        s = self.settings
-        if min(n_ref, n_cur) < s.min_samples:
-            drifted, reason = False, f"not tripped: fewer than {s.min_samples} samples in a window"
-        elif result.p_value >= s.alpha:
-            drifted, reason = False, f"not tripped: p={result.p_value:.3g} >= alpha={s.alpha}"
-        elif result.effect < s.min_effect:
-            drifted = False
-            reason = f"not tripped: effect {result.effect:.3g} < min_effect {s.min_effect}"
+    def _signal(self, result: DriftResult, details: dict[str, Any]) -> SignalResult:
+        """A library verdict as a stored row, with the reason it tripped or did not."""
+        policy_floor = self.settings.min_samples
+        if min(result.n_ref, result.n_cur) < policy_floor:
+            reason = f"not tripped: fewer than {policy_floor} samples in a window"
+        elif result.p_value >= self.settings.alpha:
+            reason = f"not tripped: p={result.p_value:.3g} >= alpha={self.settings.alpha}"
+        elif not result.drifted:
+            reason = f"not tripped: effect {result.effect:.3g} below the {result.statistic} minimum"
         else:
-            drifted = True
-            reason = f"tripped: p={result.p_value:.3g} < {s.alpha}, effect {result.effect:.3g}"
+            reason = (
+                f"tripped: p={result.p_value:.3g} < {self.settings.alpha},"
+                f" effect {result.effect:.3g}"
+            )
         return SignalResult(
-            signal,
+            result.signal,
             result.score,
             result.threshold,
             result.p_value,
-            n_ref,
-            n_cur,
-            drifted,
+            result.n_ref,
+            result.n_cur,
+            result.drifted,
             reason,
-            {"effect": result.effect, **details},
+            {"statistic": result.statistic, "effect": result.effect, **details},
         )
 
     def _insufficient(self, signal: str, n_ref: int, n_cur: int, why: str = "") -> SignalResult:
@@ -318,7 +301,7 @@ def _cluster_examples(
 
 
 def _cluster_details(
-    hist: ClusterHistogram, result: Calibrated, examples: dict[int, list[str]]
+    hist: ClusterHistogram, result: DriftResult, examples: dict[int, list[str]]
 ) -> dict[str, Any]:
     """The clusters that moved most and those that grew, with example texts: *what* drifted."""
     ref_share = hist.reference / max(1, hist.reference.sum())

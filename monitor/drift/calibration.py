@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from monitor.drift.statistics import check_counts, get_statistic, total_variation
+from monitor.drift.statistics import check_counts, get_statistic
 
 DEFAULT_DRAWS = 2000
 # Scores within this relative distance of the observed one count as ties (float noise).
@@ -27,13 +27,13 @@ TIE_TOLERANCE = 1e-9
 
 @dataclass(frozen=True)
 class Calibrated:
-    """A score next to its permutation null: p-value, the (1 − alpha) quantile, and the effect."""
+    """A score next to its null: p-value, the (1 − alpha) quantile, and the noise-corrected effect."""
 
     score: float
     p_value: float
     threshold: float
     effect: float
-    contributions: NDArray[np.float64]
+    contributions: tuple[float, ...]
 
 
 def check_alpha(alpha: float) -> None:
@@ -76,21 +76,19 @@ def calibrate_histogram(
 ) -> Calibrated:
     """Score two histograms with a registered statistic and calibrate it by exact permutation.
 
-    ``effect`` is the total variation distance (share of traffic that moved) minus its median
-    under the null, so noise alone gives about 0 at any window size.
+    ``effect`` is the score minus its median under the null: the part of the score that noise at
+    these window sizes does not explain (about 0 for noise alone, whatever the sizes).
     """
     check_alpha(alpha)
     function = get_statistic(statistic)
     observed = function(reference, current)
     null_ref, null_cur = permutation_tables(reference, current, draws, np.random.default_rng(seed))
     null_scores = function(null_ref, null_cur).score
-    moved = total_variation(reference, current).score
-    null_moved = total_variation(null_ref, null_cur).score
     score = float(observed.score)
     return Calibrated(
         score=score,
         p_value=p_value(score, null_scores),
         threshold=float(np.quantile(null_scores, 1 - alpha, method="higher")),
-        effect=float(moved - np.median(null_moved)),
-        contributions=observed.contributions,
+        effect=score - float(np.median(null_scores)),
+        contributions=tuple(float(x) for x in observed.contributions),
     )

@@ -2,9 +2,10 @@
 
 The clusters are fit on the reference and current windows *pooled* (a uniform sample of them when
 large), never looking at which window a row came from. That keeps the permutation null exact: the
-histogram test in ``calibration`` conditions on the clusters, and fitting on the reference alone
-makes the reference look more regular than the current window (false alarms; see
-``benchmarks/drift_power.py``).
+histogram test in ``calibration`` conditions on the clusters. Clusters fit on the reference alone
+make the reference look more regular than the current window: on the fortunes pool at n = 2,000
+the permutation test's false-alarm rate at alpha 0.01 was 0.04 with k = 50, 0.28 with k = 100 and
+0.88 with k = 200 (50 pairs each), against 0.00 for pooled fits at every k.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -16,6 +17,7 @@ makes the reference look more regular than the current window (false alarms; see
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +28,7 @@ ROWS_PER_CLUSTER = 50
 MIN_CLUSTERS = 2
 MAX_CLUSTERS = 64
 # k-means is fit on at most this many pooled rows (sampled uniformly); the rest are only assigned.
-MAX_FIT_ROWS = 8192
+MAX_FIT_ROWS = 4096
 ASSIGN_CHUNK_ROWS = 65536
 
 
@@ -68,24 +70,35 @@ def check_embeddings(
         raise ValueError(f"the {name} window is empty")
     if dim is not None and matrix.shape[1] != dim:
         raise ValueError(f"{name} embeddings have dim {matrix.shape[1]}, expected {dim}")
-    if np.isnan(matrix).any():
-        raise ValueError(f"NaN in {name} embeddings")
-    if not np.isfinite(matrix).all():
-        raise ValueError(f"infinite value in {name} embeddings")
+    # one cheap pass: the sum is finite unless a value is NaN or infinite (or the sum overflows)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = matrix.sum()
+    if not np.isfinite(total):
+        if np.isnan(matrix).any():
+            raise ValueError(f"NaN in {name} embeddings")
+        if not np.isfinite(matrix).all():
+            raise ValueError(f"infinite value in {name} embeddings")
     return matrix
 
 
 def fit_centroids(pooled: NDArray[np.float32], k: int, seed: int) -> NDArray[np.float32]:
-    """k-means centroids (k-means++ start, Lloyd) of a uniform sample of at most MAX_FIT_ROWS rows."""
+    """k-means centroids (k-means++ start, Lloyd) of a uniform sample of at most MAX_FIT_ROWS rows.
+
+    Fewer distinct rows than ``k`` (many identical prompts) give fewer, distinct centroids.
+    """
     from sklearn.cluster import KMeans  # imported here: sklearn takes ~2 s to import
+    from sklearn.exceptions import ConvergenceWarning
 
     rng = np.random.default_rng(seed)
     if len(pooled) > MAX_FIT_ROWS:
         pooled = pooled[rng.choice(len(pooled), size=MAX_FIT_ROWS, replace=False)]
-    k = min(k, len(np.unique(pooled, axis=0)))
-    model = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed)
-    model.fit(pooled)
-    return np.asarray(model.cluster_centers_, dtype=np.float32)
+    model = KMeans(n_clusters=min(k, len(pooled)), n_init=1, max_iter=100, random_state=seed)
+    with warnings.catch_warnings():
+        # raised when there are fewer distinct rows than clusters; duplicates are dropped below
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        # float64: sklearn's k-means++ runs ~4x slower on float32 input (upcast in chunks)
+        model.fit(pooled.astype(np.float64))
+    return np.unique(np.asarray(model.cluster_centers_, dtype=np.float32), axis=0)
 
 
 def assign(embeddings: NDArray[np.float32], centroids: NDArray[np.float32]) -> NDArray[np.intp]:
