@@ -38,6 +38,8 @@ demo: setup
 bench: setup
 	$(PY) -m benchmarks.ingest
 	$(PY) -m benchmarks.proxy_overhead
+	$(PY) -m benchmarks.drift_speed
+	$(PY) -m benchmarks.drift_power
 
 clean:
 	rm -rf $(VENV) $(CACHE) data
