@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from monitor.aliases import AliasTable
@@ -24,8 +24,14 @@ BEARER = HTTPBearer(auto_error=False)
 ACTOR = "operator"  # one shared token today; per-person tokens would name the person here
 
 
-def create_api(token: str, store: Store | None, sidecar: Sidecar, aliases: AliasTable) -> FastAPI:
-    """Build the control API app around the running sidecar's components."""
+def create_api(
+    token: str,
+    store: Store | None,
+    sidecar: Sidecar,
+    aliases: AliasTable,
+    routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """Build the control API app around the running sidecar's components (plus extra routers)."""
     if len(token) < 16:
         raise ValueError("the control API token must be at least 16 characters")
 
@@ -58,7 +64,9 @@ def create_api(token: str, store: Store | None, sidecar: Sidecar, aliases: Alias
             authorized = hmac.compare_digest(
                 request.headers.get("authorization", ""), f"Bearer {token}"
             )
-            detail = json.dumps(dict(request.query_params)) if request.query_params else None
+            # routes that change something put what they were asked into request.state.audit
+            asked = {**request.query_params, **getattr(request.state, "audit", {})}
+            detail = json.dumps(asked, default=str) if asked else None
             store.query(
                 "INSERT INTO audit_log (actor, client, method, path, status_code, detail)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -112,6 +120,8 @@ def create_api(token: str, store: Store | None, sidecar: Sidecar, aliases: Alias
         )
         return _records(cur)
 
+    for router in routers:
+        app.include_router(router)
     return app
 
 

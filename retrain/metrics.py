@@ -1,0 +1,75 @@
+"""Prometheus metrics of the retrain loop: triggers, runs, stages, the gate, deployments.
+
+Labels are bounded: ``model`` is a configured alias, ``trigger``/``decision``/``outcome``/``stage``
+come from the enums below, ``adapter`` only ever carries the currently deployed version per alias.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+STAGE_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class Stage(StrEnum):
+    DATASET = "dataset"
+    TRAIN = "train"
+    GATE = "gate"
+    DEPLOY = "deploy"
+
+
+class LoopMetrics:
+    """All retrain-loop metrics, registered on the registry passed in."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.trigger_decisions = Counter(
+            "driftloop_retrain_trigger_decisions_total",
+            "Trigger evaluations by trigger kind and decision (triggered, suppressed).",
+            ["model", "trigger", "decision"],
+            registry=registry,
+        )
+        self.runs = Counter(
+            "driftloop_retrain_runs_total",
+            "Finished retrain runs by outcome (shipped, rejected, failed).",
+            ["model", "outcome"],
+            registry=registry,
+        )
+        self.running = Gauge(
+            "driftloop_retrain_running",
+            "1 while a retrain run for the model is in progress.",
+            ["model"],
+            registry=registry,
+        )
+        self.paused = Gauge(
+            "driftloop_retrain_paused",
+            "1 while automatic retraining of the model is paused by an operator.",
+            ["model"],
+            registry=registry,
+        )
+        self.stage_duration = Histogram(
+            "driftloop_retrain_stage_duration_seconds",
+            "Time spent in each stage of a retrain run.",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=registry,
+        )
+        self.gate_decisions = Counter(
+            "driftloop_gate_decisions_total",
+            "Golden-set gate verdicts on candidate adapters (passed, rejected).",
+            ["model", "decision"],
+            registry=registry,
+        )
+        self.deployed = Gauge(
+            "driftloop_deployed_adapter_info",
+            "1 for the adapter version the alias currently routes to (base when none).",
+            ["model", "adapter"],
+            registry=registry,
+        )
+        self.rollbacks = Counter(
+            "driftloop_rollbacks_total",
+            "Rollbacks to the previous production adapter (manual, automatic).",
+            ["model", "reason"],
+            registry=registry,
+        )

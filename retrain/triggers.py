@@ -1,0 +1,273 @@
+"""When to retrain: drift, quality, volume, schedule or an operator, gated by safety switches.
+
+Each evaluation yields one ``Decision`` that is stored in ``retrain_decisions`` with its reason,
+"not triggered" included, so "why did it (not) retrain at 03:00?" always has an answer.
+
+Conditions, first match wins: ``drift`` (a watched signal tripped in each of the last K
+evaluations), ``quality`` (the judges' mean score of the latest window below a bar), ``volume``
+(N new feedback examples since the last run), ``schedule`` (time since the last run). Then the
+switches, any of which suppresses: paused by an operator, a run already in progress, cooldown
+since the last run, fewer training examples than the minimum.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import IO
+
+from monitor.store import Store
+from retrain.metrics import LoopMetrics
+
+
+class Trigger(StrEnum):
+    DRIFT = "drift"
+    QUALITY = "quality"
+    VOLUME = "volume"
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    NONE = "none"
+
+
+class Verdict(StrEnum):
+    TRIGGERED = "triggered"
+    SUPPRESSED = "suppressed"
+    NOT_TRIGGERED = "not_triggered"
+    DRY_RUN = "dry_run"
+
+
+@dataclass(frozen=True)
+class TriggerSettings:
+    drift_signals: tuple[str, ...] = ("prompt_embedding_mean_shift",)
+    drift_consecutive: int = 3
+    quality_bar: float | None = 3.0
+    quality_window: int = 200
+    quality_min_samples: int = 20
+    volume_examples: int | None = 200
+    schedule_s: float | None = None
+    cooldown_s: float = 3600.0
+    min_examples: int = 20
+
+
+@dataclass(frozen=True)
+class Decision:
+    trigger: Trigger
+    verdict: Verdict
+    reason: str
+    drift_run_id: int | None = None
+
+    @property
+    def should_run(self) -> bool:
+        return self.verdict is Verdict.TRIGGERED
+
+
+class RunLock:
+    """One retrain at a time per alias, across threads and processes.
+
+    An ``flock`` on a file: the kernel drops it when the holder dies, so a crash never leaves the
+    loop locked (the stale ``running`` row is reconciled at startup instead).
+    """
+
+    def __init__(self, directory: Path, alias: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"retrain-{alias}.lock"
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> bool:
+        handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+        return True
+
+    def held_elsewhere(self) -> bool:
+        if self._handle is not None:
+            return False
+        if self.acquire():
+            self.release()
+            return False
+        return True
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+class Triggers:
+    def __init__(
+        self,
+        store: Store,
+        metrics: LoopMetrics,
+        settings: TriggerSettings,
+        lock_dir: Path,
+        available_examples: Callable[[str], int],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.settings = settings
+        self.lock_dir = lock_dir
+        self.available_examples = available_examples
+        self.clock = clock
+
+    def evaluate(
+        self, alias: str, *, manual_reason: str | None = None, dry_run: bool = False
+    ) -> Decision:
+        """Decide whether ``alias`` should retrain now, record the decision, and return it."""
+        if manual_reason is not None:
+            trigger, why, drift_run = Trigger.MANUAL, f"operator: {manual_reason}", None
+        else:
+            trigger, why, drift_run = self._condition(alias)
+        if trigger is Trigger.NONE:
+            decision = Decision(trigger, Verdict.NOT_TRIGGERED, why)
+        else:
+            block = self._suppressed_by(alias, manual=trigger is Trigger.MANUAL)
+            if block:
+                decision = Decision(trigger, Verdict.SUPPRESSED, f"{why}; suppressed: {block}")
+            else:
+                decision = Decision(trigger, Verdict.TRIGGERED, why, drift_run)
+        if dry_run:
+            decision = Decision(
+                decision.trigger,
+                Verdict.DRY_RUN,
+                f"would be {decision.verdict}: {decision.reason}",
+                decision.drift_run_id,
+            )
+        self.record(alias, decision)
+        return decision
+
+    def record(self, alias: str, decision: Decision, run_id: str | None = None) -> None:
+        self.store.query(
+            "INSERT INTO retrain_decisions (decided_at, model_alias, trigger, decision, reason,"
+            " run_id) VALUES (?, ?, ?, ?, ?, ?)",
+            [self.clock(), alias, decision.trigger, decision.verdict, decision.reason, run_id],
+        )
+        self.metrics.trigger_decisions.labels(
+            model=alias, trigger=decision.trigger.value, decision=decision.verdict.value
+        ).inc()
+
+    # --- conditions ---------------------------------------------------------------------------
+
+    def _condition(self, alias: str) -> tuple[Trigger, str, int | None]:
+        s = self.settings
+        drift = self._drift(alias)
+        if drift is not None:
+            return Trigger.DRIFT, drift[0], drift[1]
+        if s.quality_bar is not None:
+            mean, n = self._judge_mean(alias)
+            if n >= s.quality_min_samples and mean is not None and mean < s.quality_bar:
+                return (
+                    Trigger.QUALITY,
+                    f"judge mean {mean:.2f} over the last {n} judgments < bar {s.quality_bar}",
+                    None,
+                )
+        last = self._last_run_start(alias)
+        if s.volume_examples is not None:
+            fresh = self._feedback_since(alias, last)
+            if fresh >= s.volume_examples:
+                return Trigger.VOLUME, f"{fresh} new feedback examples >= {s.volume_examples}", None
+        if s.schedule_s is not None and (
+            last is None or (self.clock() - last).total_seconds() >= s.schedule_s
+        ):
+            return Trigger.SCHEDULE, f"scheduled every {s.schedule_s:.0f} s", None
+        return Trigger.NONE, "not triggered: no condition met", None
+
+    def _drift(self, alias: str) -> tuple[str, int] | None:
+        """Reason and newest drift_runs id if a watched signal tripped in each of its last K runs."""
+        k = self.settings.drift_consecutive
+        for signal in self.settings.drift_signals:
+            rows = self.store.query(
+                "SELECT id, drifted FROM drift_runs WHERE model_alias = ? AND signal = ?"
+                " ORDER BY run_at DESC, id DESC LIMIT ?",
+                [alias, signal, k],
+            )
+            if len(rows) == k and all(drifted for _, drifted in rows):
+                return f"{signal} drifted in the last {k} evaluations", int(rows[0][0])
+        return None
+
+    def _judge_mean(self, alias: str) -> tuple[float | None, int]:
+        [(mean, n)] = self.store.query(
+            "SELECT avg(score), count(*) FROM (SELECT score FROM judgments"
+            " WHERE model_alias = ? AND source = 'traffic' AND outcome = 'scored'"
+            " ORDER BY created_at DESC LIMIT ?)",
+            [alias, self.settings.quality_window],
+        )
+        return (float(mean) if mean is not None else None), int(n)
+
+    def _feedback_since(self, alias: str, since: datetime | None) -> int:
+        [(n,)] = self.store.query(
+            "SELECT count(*) FROM feedback WHERE model_alias = ? AND (? IS NULL OR received_at > ?)",
+            [alias, since, since],
+        )
+        return int(n)
+
+    def _last_run_start(self, alias: str) -> datetime | None:
+        [(last,)] = self.store.query(
+            "SELECT max(started_at) FROM retrain_runs WHERE model_alias = ?", [alias]
+        )
+        return last
+
+    # --- switches -----------------------------------------------------------------------------
+
+    def _suppressed_by(self, alias: str, *, manual: bool) -> str | None:
+        """The first safety switch that blocks a run, or None. An operator's manual run skips
+        the cooldown (they asked for it now) but not the pause, the lock or the minimum data."""
+        if is_paused(self.store, alias):
+            return "paused by an operator"
+        if RunLock(self.lock_dir, alias).held_elsewhere():
+            return "a retrain run is already in progress"
+        last = self._last_run_start(alias)
+        if not manual and last is not None:
+            left = self.settings.cooldown_s - (self.clock() - last).total_seconds()
+            if left > 0:
+                return f"cooldown: {left:.0f} s left of {self.settings.cooldown_s:.0f} s"
+        examples = self.available_examples(alias)
+        if examples < self.settings.min_examples:
+            return f"only {examples} training examples, need {self.settings.min_examples}"
+        return None
+
+
+def is_paused(store: Store, alias: str) -> bool:
+    rows = store.query("SELECT paused FROM loop_controls WHERE model_alias = ?", [alias])
+    return bool(rows and rows[0][0])
+
+
+def set_paused(store: Store, alias: str, paused: bool) -> None:
+    """Pause or resume automatic retraining of an alias."""
+    _upsert_control(store, alias, "paused", paused)
+
+
+def set_pinned(store: Store, alias: str, adapter_id: str | None) -> None:
+    """Pin an alias to an adapter (automatic deploys stop) or unpin it with None."""
+    _upsert_control(store, alias, "pinned", adapter_id)
+
+
+def _upsert_control(store: Store, alias: str, column: str, value: object) -> None:
+    now = datetime.now(UTC)
+    store.query(
+        "INSERT OR IGNORE INTO loop_controls (model_alias, updated_at) VALUES (?, ?)", [alias, now]
+    )
+    # ``column`` is one of two literals above, never user input.
+    store.query(
+        f"UPDATE loop_controls SET {column} = ?, updated_at = ? WHERE model_alias = ?",
+        [value, now, alias],
+    )
+
+
+def pinned_adapter(store: Store, alias: str) -> str | None:
+    rows = store.query("SELECT pinned FROM loop_controls WHERE model_alias = ?", [alias])
+    return rows[0][0] if rows else None

@@ -1,0 +1,56 @@
+"""vLLM's runtime LoRA API: load, unload and list adapters on a running server.
+
+Needs vLLM started with ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`` (see
+``monitor.vllm_process``). Names are never reused for other weights: vLLM keys its prefix cache by
+name, so a reloaded name could serve stale cache (the registry gives every version its own name).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class VLLMAdminError(RuntimeError):
+    """vLLM refused or could not be reached; the message carries vLLM's own answer."""
+
+
+class VLLMAdmin:
+    def __init__(self, base_url: str, timeout_s: float = 120.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+
+    def loaded_adapters(self) -> set[str]:
+        """Names of the LoRA adapters vLLM serves now (models with a parent base model)."""
+        body = self._call("GET", "/v1/models")
+        return {m["id"] for m in body.get("data", []) if m.get("parent")}
+
+    def load(self, name: str, path: str) -> None:
+        """Load the adapter at ``path`` under ``name``; a name already loaded is left as is."""
+        if name in self.loaded_adapters():
+            return
+        self._call("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
+
+    def unload(self, name: str) -> None:
+        if name not in self.loaded_adapters():
+            return
+        self._call("POST", "/v1/unload_lora_adapter", {"lora_name": name})
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, method: str, path: str, body: dict[str, str] | None = None) -> dict[str, Any]:
+        try:
+            response = self._client.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise VLLMAdminError(f"vLLM at {self.base_url} unreachable ({path}): {exc}") from exc
+        if response.status_code >= 400:
+            raise VLLMAdminError(
+                f"vLLM refused {method} {path} ({response.status_code}): {response.text[:500]}"
+            )
+        try:
+            parsed = response.json()
+        except ValueError:
+            return {}  # load/unload answer with plain text
+        return parsed if isinstance(parsed, dict) else {}
