@@ -91,7 +91,7 @@ class Deployer:
         before = self.current(alias)
         if before.adapter is None:
             raise RegistryError(f"{alias} serves the base model; there is nothing to roll back")
-        previous = self.registry.previous_production(alias)
+        previous = self._before(alias, before.served_name)
         row = self._begin(
             alias,
             previous.id if previous else None,
@@ -120,6 +120,22 @@ class Deployer:
         self.metrics.rollbacks.labels(model=alias, reason=kind).inc()
         self._export(alias)
         return self.current(alias)
+
+    def _before(self, alias: str, served_name: str) -> Adapter | None:
+        """What served the alias before ``served_name`` was rolled forward to (None: the base).
+
+        Rollbacks are not counted as "forward", so rolling back twice walks further back
+        instead of undoing the first rollback.
+        """
+        rows = self.store.query(
+            "SELECT previous FROM deployments WHERE model_alias = ? AND served_name = ?"
+            " AND state = 'switched' AND action IN ('deploy', 'promote', 'pin')"
+            " ORDER BY id DESC LIMIT 1",
+            [alias, served_name],
+        )
+        if not rows or rows[0][0] in (None, self.base_model):
+            return None
+        return self.registry.by_served_name(rows[0][0])
 
     def reconcile(self, alias: str) -> Route:
         """After a restart: make vLLM and the alias table agree with the registry."""

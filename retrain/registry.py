@@ -174,17 +174,6 @@ class Registry:
         found = self.versions(alias, Status.PRODUCTION)
         return found[0] if found else None
 
-    def previous_production(self, alias: str) -> Adapter | None:
-        """The adapter that was in production most recently before the current one, if any."""
-        rows = self.store.query(
-            f"SELECT {', '.join('a.' + c.strip() for c in COLUMNS.split(','))}"
-            " FROM adapter_events e JOIN adapters a ON a.id = e.adapter_id"
-            " WHERE a.model_alias = ? AND e.from_status = 'production' AND a.status = 'deprecated'"
-            " ORDER BY e.occurred_at DESC, e.id DESC LIMIT 1",
-            [alias],
-        )
-        return _adapter(rows[0]) if rows else None
-
     def past_retention(self, alias: str, keep: int) -> list[Adapter]:
         """Deprecated versions beyond the newest ``keep`` that were ever in production."""
         deprecated = [
