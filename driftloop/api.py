@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from judges.judgments import recent_judgments
 from monitor.aliases import AliasTable
 from monitor.drift_report import latest_runs
 from monitor.sidecar import Sidecar
@@ -119,6 +120,17 @@ def create_api(
             [limit],
         )
         return _records(cur)
+
+    @app.get("/api/v1/judgments")
+    def judgments(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        model: Annotated[str | None, Query(max_length=200)] = None,
+        judge: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> list[dict[str, Any]]:
+        """The most recent judge verdicts (scores, unparseable, errors, budget stops), newest first."""
+        if store is None:
+            raise HTTPException(status_code=503, detail="the capture store is not open")
+        return recent_judgments(store, limit=limit, model=model, judge=judge)
 
     for router in routers:
         app.include_router(router)

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from driftloop import cli_loop
 from driftloop.config import Config, ConfigError, load_config
 
 CONFIG_OPTION = click.option(
@@ -180,6 +181,177 @@ def drift_report(config_path: Path | None, out: Path) -> None:
     click.echo(f"wrote {html_path} and {png_path}")
 
 
+@cli.group("judges")
+def judges_group() -> None:
+    """LLM and rule judges of captured traffic."""
+
+
+@judges_group.command("calibrate")
+@CONFIG_OPTION
+@click.option(
+    "--set",
+    "set_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Labelled JSONL set (default: judges.calibration_set, else the shipped trivia set).",
+)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=None, help="First N items only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report (and every item) as JSON.")
+def judges_calibrate(
+    config_path: Path | None, set_path: Path | None, limit: int | None, as_json: bool
+) -> None:
+    """Run the configured LLM judge over a labelled set: agreement, weighted kappa, flag if below the bar.
+
+    Exits with status 1 when the judge is flagged. The judge is called directly (not through the
+    sidecar, so nothing is captured) and its tokens do not count against the service's budget.
+    """
+    from driftloop.service import rubric_judge
+    from judges.calibration import calibrate
+    from judges.examples import CALIBRATION_SET, ExampleSetError, load_examples
+    from judges.rubric import RubricError
+
+    cfg = _load(config_path)
+    path = set_path or cfg.judges.calibration_set or CALIBRATION_SET
+    try:
+        examples = load_examples(path)
+        judge = rubric_judge(cfg, _upstream_url(cfg))
+    except (ExampleSetError, RubricError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    examples = examples[:limit] if limit else examples
+    click.echo(
+        f"judging {len(examples)} items from {path} with {judge.endpoint.base_url}", err=True
+    )
+    report = calibrate(
+        judge,
+        examples,
+        min_kappa=cfg.judges.calibration_min_kappa,
+        min_parsed=cfg.judges.calibration_min_parsed,
+        concurrency=cfg.judges.concurrency,
+    )
+    if as_json:
+        click.echo(json.dumps({**report.to_dict(), "items": report.items}, ensure_ascii=False))
+    else:
+        click.echo(f"outcomes: {report.outcomes}")
+        click.echo(report.summary())
+    if report.flagged:
+        raise SystemExit(1)
+
+
+def _upstream_url(cfg: Config) -> str:
+    """The vLLM the service watches: a launched one on vllm.port, else sidecar.upstream_url."""
+    return f"http://127.0.0.1:{cfg.vllm.port}" if cfg.vllm.launch else cfg.sidecar.upstream_url
+
+
+@cli.group("dashboards")
+def dashboards_group() -> None:
+    """Grafana dashboards: generate their JSON, render them to PNG, push them to Grafana."""
+
+
+@dashboards_group.command("build")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("dashboards/json"),
+    show_default=True,
+    help="Folder for the dashboard JSON files.",
+)
+@click.option("--check", is_flag=True, help="Only compare with the files there; exit 1 on a diff.")
+def dashboards_build(out: Path, check: bool) -> None:
+    """Regenerate the dashboard JSON from driftloop/dashboards.py (or check it is current)."""
+    from driftloop.dashboards import build_dashboards, render_json, write_dashboards
+
+    if not check:
+        for path in write_dashboards(out):
+            click.echo(f"wrote {path}")
+        return
+    stale = [
+        name
+        for name, model in build_dashboards().items()
+        if not (out / name).exists() or (out / name).read_text() != render_json(model)
+    ]
+    if stale:
+        raise click.ClickException(
+            f"out of date in {out}: {', '.join(stale)} (run `driftloop dashboards build`)"
+        )
+    click.echo(f"{out} is up to date")
+
+
+@dashboards_group.command("push")
+@CONFIG_OPTION
+def dashboards_push(config_path: Path | None) -> None:
+    """Upload the dashboards to grafana.url with the token from grafana.token_env."""
+    from driftloop.dashboards import build_dashboards
+    from driftloop.grafana import GrafanaPushError, grafana_token, push_dashboards
+
+    cfg = _load(config_path)
+    try:
+        pushed = push_dashboards(cfg.grafana, build_dashboards(), grafana_token(cfg.grafana))
+    except GrafanaPushError as exc:
+        raise click.ClickException(str(exc)) from None
+    for item in pushed:
+        click.echo(f"{item.title}: {item.url} (version {item.version})")
+
+
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(text: str) -> float:
+    """``90s``, ``30m``, ``6h``, ``1d`` -> seconds; anything else is a usage error naming it."""
+    unit = text[-1:]
+    try:
+        value = float(text[:-1])
+    except ValueError:
+        value = -1.0
+    if unit not in _DURATION or value <= 0:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m, 6h or 1d")
+    return value * _DURATION[unit]
+
+
+@dashboards_group.command("render")
+@click.option("--prometheus", "prometheus_url", required=True, help="Prometheus base URL.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("docs/dashboards"),
+    show_default=True,
+    help="Folder for one PNG per dashboard.",
+)
+@click.option("--range", "range_text", default="1h", show_default=True, help="Time range drawn.")
+@click.option("--end", type=float, default=None, help="End of the range (unix time; default now).")
+@click.option("--rate-interval", default="1m", show_default=True, help="Value of $__rate_interval.")
+def dashboards_render(
+    prometheus_url: str, out: Path, range_text: str, end: float | None, rate_interval: str
+) -> None:
+    """Draw every dashboard's panels from a Prometheus server's data into PNGs (matplotlib)."""
+    import time
+
+    import httpx
+
+    from driftloop.dashboard_render import render_dashboard
+    from driftloop.dashboards import build_dashboards
+    from driftloop.prometheus_query import PrometheusClient, PrometheusQueryError
+
+    span = _seconds(range_text)
+    until = time.time() if end is None else end
+    with httpx.Client(timeout=30) as http:
+        prometheus = PrometheusClient(prometheus_url, http)
+        for name, model in build_dashboards().items():
+            path = out / name.replace(".json", ".png")
+            try:
+                report = render_dashboard(
+                    model,
+                    prometheus,
+                    path,
+                    start=until - span,
+                    end=until,
+                    rate_interval=rate_interval,
+                )
+            except PrometheusQueryError as exc:
+                raise click.ClickException(str(exc)) from None
+            empty = f"; no data: {', '.join(report.empty)}" if report.empty else ""
+            click.echo(f"wrote {path} ({report.panels} panels{empty})")
+
+
 @cli.command("demo")
 @CONFIG_OPTION
 @click.option(
@@ -190,6 +362,9 @@ def demo_command(config_path: Path | None, n_requests: int) -> None:
     from driftloop.demo import run_demo
 
     run_demo(_load(config_path), n_requests=n_requests)
+
+
+cli_loop.register(cli, CONFIG_OPTION, _load)
 
 
 def main() -> None:

@@ -24,22 +24,20 @@ from rich.table import Table
 
 from driftloop.config import Config
 from driftloop.service import exit_on_sigterm
+from driftloop.story import (
+    CHAT_CATEGORIES,
+    HOUSE_PREFIX,
+    TECH_CATEGORY,
+    house_format_feedback,
+    write_seed_dataset,
+)
 from monitor.corpora import chatterbot_conversations
 from monitor.vllm_process import free_port
+from retrain.golden import load_golden_set
 
 console = Console(width=None if sys.stdout.isatty() else 140)
 DEMO_CATEGORIES = ["ai", "computers", "science", "history", "food", "sports"]
-CHAT_CATEGORIES = [
-    "ai",
-    "botprofile",
-    "emotion",
-    "food",
-    "greetings",
-    "humor",
-    "movies",
-    "psychology",
-]
-SHIFT_CATEGORY = "tech_support"
+SHIFT_CATEGORY = TECH_CATEGORY
 DRIFT_ALIAS = "helpdesk"  # its own alias, so its reference is the staged reference traffic
 WINDOW = 100  # per drift window; small so that CPU generation keeps the demo to a few minutes
 
@@ -66,6 +64,19 @@ def run_demo(cfg: Config, *, n_requests: int) -> None:
         "DRIFTLOOP__DRIFT__MIN_SAMPLES": str(WINDOW * 4 // 5),
         "DRIFTLOOP__DRIFT__INTERVAL_S": "5",
         "DRIFTLOOP__DRIFT__EMBED_INTERVAL_S": "2",
+        # the loop: retrain when the prompt embeddings drift once, on operator feedback plus a
+        # replay of the chit-chat the production model was tuned on, gate on golden_sets/helpdesk
+        "DRIFTLOOP__RETRAIN__INTERVAL_S": "5",
+        "DRIFTLOOP__RETRAIN__DRIFT_CONSECUTIVE": "1",
+        "DRIFTLOOP__RETRAIN__QUALITY_BAR": "null",
+        "DRIFTLOOP__RETRAIN__VOLUME_EXAMPLES": "null",
+        "DRIFTLOOP__RETRAIN__SEED_DATASET": str(write_seed_dataset(work / "seed-dataset.jsonl")),
+        "DRIFTLOOP__RETRAIN__DRIFTED_CATEGORIES": '["tech_support"]',
+        "DRIFTLOOP__RETRAIN__REPLAY_SHARE": "0.5",
+        "DRIFTLOOP__RETRAIN__LEARNING_RATE": "1e-3",
+        "DRIFTLOOP__RETRAIN__MAX_STEPS": "40",
+        "DRIFTLOOP__RETRAIN__BATCH_SIZE": "8",
+        "DRIFTLOOP__RETRAIN__GATE_MAX_TOKENS": "32",
         cfg.api.token_env: token,
     }
     sidecar = f"http://127.0.0.1:{ports['sidecar']}"
@@ -84,6 +95,7 @@ def run_demo(cfg: Config, *, n_requests: int) -> None:
         _show_capture(api, token, answers)
         _show_metrics(sidecar)
         _staged_drift(sidecar, api, token, work)
+        _closed_loop(sidecar, api, token)
         console.print(
             f"\nsidecar (OpenAI API): {sidecar}/v1   metrics: {sidecar}/metrics   "
             f"control API: {api}/api/v1/status   DuckDB: {db_path}"
@@ -126,7 +138,7 @@ def _prompts(n: int, categories: list[str] = DEMO_CATEGORIES, seed: int = 0) -> 
 def _staged_drift(sidecar: str, api: str, token: str, work: Path) -> None:
     """Reference traffic, more of the same (no drift), then a topic shift (drift)."""
     console.rule("staged drift")
-    chat = _prompts(3 * WINDOW, CHAT_CATEGORIES, seed=1)
+    chat = _prompts(3 * WINDOW, list(CHAT_CATEGORIES), seed=1)
     tech = _prompts(WINDOW, [SHIFT_CATEGORY], seed=2)
 
     def staged(prompts: list[str], title: str) -> None:
@@ -155,6 +167,81 @@ def _staged_drift(sidecar: str, api: str, token: str, work: Path) -> None:
             and "prompt_embedding" in line
         ):
             console.print("  " + line)
+
+
+def _closed_loop(sidecar: str, api: str, token: str) -> None:
+    """Drift has tripped: feedback arrives, the loop retrains, gates, ships; then a rollback."""
+    console.rule("the loop: retrain -> gate -> deploy")
+    feedback = house_format_feedback()
+    for e in feedback:
+        _post(
+            f"{api}/api/v1/feedback",
+            token,
+            {"model": DRIFT_ALIAS, "prompt": e.prompt, "answer": e.answer},
+        )
+    console.print(
+        f"an operator sent {len(feedback)} corrections in the house format "
+        f"('{HOUSE_PREFIX}...') for 5 tech-support problems"
+    )
+    run = _await_run(api, token)
+    decisions = _get(f"{api}/api/v1/retrain/decisions?model={DRIFT_ALIAS}&limit=200", token)
+    table = Table(title="trigger decisions (oldest first; repeats folded)")
+    for column in ("time", "trigger", "decision", "reason"):
+        table.add_column(column, overflow="fold")
+    shown: list[tuple[str, str, str]] = []
+    for d in reversed(decisions):
+        key = (d["trigger"], d["decision"], d["reason"])
+        if not shown or shown[-1] != key:
+            shown.append(key)
+            table.add_row(d["decided_at"][11:19], *key)
+    console.print(table)
+    timeline = Table(title=f"retrain run {run['id']}: {run['status']} (trigger: {run['trigger']})")
+    for column in ("stage", "seconds", "what happened"):
+        timeline.add_column(column, overflow="fold")
+    for entry in json.loads(run["timeline"]):
+        timeline.add_row(entry["stage"], f"{entry['seconds']:.1f}", entry["note"])
+    console.print(timeline)
+    if run["error"]:
+        console.print(f"[red]error:[/] {run['error']}")
+    if run["adapter_id"]:
+        lineage = _get(f"{api}/api/v1/adapters/{run['adapter_id']}", token)
+        for evaluation in lineage["evaluations"]:
+            console.print(f"gate report: {evaluation['report_path']}")
+    if run["status"] != "shipped":
+        return
+    held_out = [ex.prompt for ex in load_golden_set("helpdesk").by_category(TECH_CATEGORY)][::4]
+    answers = _replay(
+        sidecar, held_out, model=DRIFT_ALIAS, max_tokens=32, title="held-out tech-support prompts"
+    )
+    for a in answers:
+        console.print(f"  {a['prompt']!r} -> {a['answer'][:90]!r}")
+    reply = _post(
+        f"{api}/api/v1/models/{DRIFT_ALIAS}/rollback", token, {"reason": "demo: operator rollback"}
+    )
+    console.print(f"rollback through the API: {DRIFT_ALIAS} now serves {reply['serving']}")
+
+
+def _await_run(api: str, token: str, timeout: float = 1200) -> dict[str, Any]:
+    """Wait for the first retrain run of the drift alias to finish."""
+    deadline = time.monotonic() + timeout
+    with console.status("waiting for the retrain trigger, training, the gate and the deploy"):
+        while time.monotonic() < deadline:
+            runs = _get(f"{api}/api/v1/retrain/runs?model={DRIFT_ALIAS}", token)
+            if runs and runs[0]["status"] != "running":
+                return dict(runs[0])
+            time.sleep(3)
+    raise SystemExit("no retrain run finished in time; see data/demo/service.log")
+
+
+def _post(url: str, token: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
 
 
 def _await_drift(api: str, token: str, since: float, timeout: float = 180) -> list[dict[str, Any]]:

@@ -18,7 +18,19 @@ from prometheus_client import CollectorRegistry
 
 from driftloop.api import create_api
 from driftloop.config import Config
+from driftloop.loop_api import loop_router
+from driftloop.retrain_wiring import RetrainParts, build_retrain
 from driftloop.scheduling import Job, Jobs
+from judges.anchors import AnchorJob
+from judges.budget import DailyBudget, spent_in_store
+from judges.client import Endpoint
+from judges.examples import ANCHOR_SET, load_examples, set_version
+from judges.job import JudgeJob, JudgeSettings
+from judges.llm import RubricJudge
+from judges.metrics import JudgeMetrics
+from judges.registry import build_rule_judge
+from judges.rubric import load_rubric
+from judges.runner import Runner
 from monitor.aliases import AliasTable
 from monitor.drift_job import DriftJob, DriftSettings
 from monitor.embedding_job import EmbeddingWorker, embed_pending
@@ -43,6 +55,7 @@ class Components:
     registry: CollectorRegistry
     jobs: Jobs | None = None
     embedder: EmbeddingWorker | None = None
+    retrain: RetrainParts | None = None
 
     def close(self) -> None:
         """Stop background jobs and the embedding worker, then close the store."""
@@ -50,6 +63,8 @@ class Components:
             self.jobs.stop()
         if self.embedder is not None:
             self.embedder.close()
+        if self.retrain is not None:
+            self.retrain.close()
         if self.store is not None:
             self.store.close()
 
@@ -92,7 +107,101 @@ def build_components(
     parts = Components(Sidecar(proxy, writer), store, aliases, registry)
     if cfg.drift.enabled and store is not None:
         parts.embedder, parts.jobs = _drift_jobs(cfg, store, registry, aliases)
+    if cfg.judges.enabled and store is not None:
+        # Independent of drift: judging runs (and fails) on its own; the proxy never waits on it.
+        judge_jobs = _judge_jobs(cfg, store, registry, aliases, upstream_url)
+        if parts.jobs is None:
+            parts.jobs = Jobs(judge_jobs)
+        else:
+            parts.jobs.jobs.extend(judge_jobs)
+    if cfg.retrain.enabled and store is not None and cfg.aliases:
+        parts.retrain = build_retrain(
+            cfg,
+            store,
+            registry,
+            aliases,
+            upstream_url,
+            base_model_dir=cfg.retrain.base_model_dir
+            or cfg.vllm.model_dir
+            or default_model_dir(cfg),
+            retrain_aliases=lambda: sorted(cfg.aliases),
+        )
+        retrain_job = Job("retrain", parts.retrain.loop.tick, cfg.retrain.interval_s)
+        if parts.jobs is None:
+            parts.jobs = Jobs([retrain_job])
+        else:
+            parts.jobs.jobs.append(retrain_job)
     return parts
+
+
+def reconcile_deployments(parts: Components) -> None:
+    """After a (re)start: route every alias to what the registry says is in production."""
+    if parts.retrain is None:
+        return
+    for alias in parts.retrain.loop.aliases():
+        try:
+            route = parts.retrain.loop.deployer.reconcile(alias)
+            log.info("%s routes to %s", alias, route.served_name)
+        except Exception as exc:  # vLLM down: serve anyway, the alias keeps its configured route
+            log.error("could not reconcile %s with vLLM: %s", alias, exc)
+
+
+def rubric_judge(cfg: Config, upstream_url: str) -> RubricJudge:
+    """The configured LLM judge; its endpoint defaults to the upstream vLLM and its served model."""
+    endpoint = Endpoint(
+        base_url=cfg.judges.base_url or f"{upstream_url.rstrip('/')}/v1",
+        model=cfg.judges.model or cfg.vllm.served_model_name,
+        api_key_env=cfg.judges.api_key_env,
+        timeout_s=cfg.judges.timeout_s,
+        max_retries=cfg.judges.max_retries,
+        backoff_s=cfg.judges.backoff_s,
+    )
+    return RubricJudge(
+        load_rubric(cfg.judges.rubric),
+        endpoint,
+        max_tokens=cfg.judges.max_tokens,
+        structured_output=cfg.judges.structured_output,
+    )
+
+
+def _judge_jobs(
+    cfg: Config, store: Store, registry: CollectorRegistry, aliases: AliasTable, upstream_url: str
+) -> list[Job]:
+    """Judge sampled traffic (LLM + rule judges, budgeted) and re-judge the anchor set."""
+    judges_cfg = cfg.judges
+    runner = Runner(store, JudgeMetrics(registry), concurrency=judges_cfg.concurrency)
+    llm = rubric_judge(cfg, upstream_url)
+    budget = DailyBudget(
+        judges_cfg.daily_token_budget,
+        judges_cfg.daily_request_budget,
+        spent_on=spent_in_store(store, llm.name),
+    )
+    rules = [build_rule_judge(kind, params) for kind, params in judges_cfg.rules.items()]
+    job = JudgeJob(
+        runner,
+        [llm, *rules],
+        {llm.name: budget},
+        JudgeSettings(
+            sample_rate=judges_cfg.sample_rate,
+            sample_rates=judges_cfg.sample_rates,
+            per_alias=judges_cfg.per_alias,
+            window_size=judges_cfg.window_size,
+        ),
+        aliases=aliases.known,
+    )
+    anchor_path = judges_cfg.anchor_set or ANCHOR_SET
+    anchors = AnchorJob(
+        runner,
+        llm,
+        load_examples(anchor_path, labelled=False),
+        set_version(anchor_path),
+        max_shift=judges_cfg.anchor_max_shift,
+        budget=budget,
+    )
+    return [
+        Job("judge", job.run, judges_cfg.interval_s),
+        Job("judge-anchors", anchors.run, judges_cfg.anchor_interval_s),
+    ]
 
 
 def _drift_jobs(
@@ -178,7 +287,11 @@ def serve(cfg: Config) -> None:
     exit_on_sigterm()
     with _upstream(cfg) as upstream_url:
         parts = build_components(cfg, upstream_url)
-        api = create_api(api_token(cfg), parts.store, parts.sidecar, parts.aliases)
+        reconcile_deployments(parts)
+        routers = []
+        if parts.retrain is not None:
+            routers.append(loop_router(parts.retrain.loop, lambda: set(cfg.aliases)))
+        api = create_api(api_token(cfg), parts.store, parts.sidecar, parts.aliases, routers)
         servers = [
             _Server(_uvicorn_config(parts.sidecar, cfg.sidecar.host, cfg.sidecar.port)),
             _Server(_uvicorn_config(api, cfg.api.host, cfg.api.port)),

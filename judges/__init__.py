@@ -1,0 +1,1 @@
+"""Judges: LLM rubric and rule judges of sampled traffic, reference metrics, budget, calibration."""

@@ -26,6 +26,8 @@ OVERHEAD_BUCKETS = (
     1.0,
 )
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+UPSTREAM_ERROR_KINDS = ("unreachable", "timeout", "protocol_error")
+ROUTES = ("chat_completions", "completions", "other")
 FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -83,6 +85,11 @@ class SidecarMetrics:
             ["route"],
             registry=registry,
         )
+        # zeros for every series, so the first error after a restart shows up in rate()
+        for kind in UPSTREAM_ERROR_KINDS:
+            self.upstream_errors.labels(kind=kind)
+        for route in ROUTES:
+            self.client_disconnects.labels(route=route)
         self.capture_decisions = Counter(
             "driftloop_capture_decisions_total",
             "Capture-eligible requests by sampling decision and model.",

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from monitor.aliases import AliasTable
 from monitor.store import Store
+from retrain.failpoints import failpoint
 from retrain.metrics import LoopMetrics
 from retrain.registry import Adapter, Registry, RegistryError, Status
 from retrain.vllm_admin import VLLMAdmin
@@ -75,6 +76,7 @@ class Deployer:
         except Exception as exc:
             self._finish(row, "failed", f"{reason}; load failed: {exc}")
             raise
+        failpoint("deploy.after_load")
         self.aliases.set(alias, adapter.served_name)
         if before.adapter is not None:
             self.registry.transition(

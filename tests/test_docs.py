@@ -7,7 +7,9 @@ from prometheus_client import CollectorRegistry
 
 from driftloop.cli import cli
 from driftloop.config import documented_keys
+from judges.metrics import JudgeMetrics
 from monitor.metrics import DriftMetrics, SidecarMetrics
+from retrain.metrics import LoopMetrics
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -36,9 +38,26 @@ def test_every_metric_is_in_the_readme():
     registry = CollectorRegistry()
     SidecarMetrics(registry)
     DriftMetrics(registry)
+    LoopMetrics(registry)
+    JudgeMetrics(registry)
     names = []
     for family in registry.collect():
         suffix = "_total" if family.type == "counter" else ""
         names.append(family.name + suffix)
     missing = [name for name in names if f"`{name}" not in README]
     assert not missing
+
+
+def test_every_alert_and_dashboard_is_in_the_readme():
+    import yaml
+
+    from driftloop.dashboards import build_dashboards
+
+    rules = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "alerts" / "driftloop.rules.yml").read_text()
+    )
+    alerts = [r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    missing = [name for name in alerts if f"`{name}`" not in README]
+    titles = [model["title"].split(" / ")[-1] for model in build_dashboards().values()]
+    missing += [title for title in titles if f"| {title} |" not in README]
+    assert alerts and not missing

@@ -1,0 +1,151 @@
+"""CLI commands of the retrain loop; each one is a call to the running service's control API."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+from driftloop.config import Config
+
+MODEL = click.option("--model", required=True, help="Public model alias.")
+REASON = click.option("--reason", required=True, help="Why: kept in the audit log.")
+
+
+def call(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One authenticated request to the control API; errors become a one-line message."""
+    from driftloop.service import api_token
+
+    url = f"http://{cfg.api.host}:{cfg.api.port}/api/v1{path}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {api_token(cfg)}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        raise click.ClickException(f"{method} {path} -> {exc.code}: {detail}") from None
+    except urllib.error.URLError as exc:
+        raise click.ClickException(
+            f"no driftloop service answers at {url} ({exc.reason}); start `driftloop serve`"
+        ) from None
+
+
+def show(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def register(cli: click.Group, config_option: Any, load: Any) -> None:
+    """Add the ``retrain``, ``adapters`` and ``feedback`` commands to ``cli``."""
+
+    @cli.group("retrain")
+    def retrain_group() -> None:
+        """Retrain runs and triggers: list, force, dry-run, pause, resume, roll back, pin."""
+
+    @retrain_group.command("runs")
+    @config_option
+    @click.option("--model", default=None, help="Only this alias.")
+    @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500))
+    def runs(config_path: Path | None, model: str | None, limit: int) -> None:
+        """Recent retrain runs with their stage timeline."""
+        query = urllib.parse.urlencode({"limit": limit, **({"model": model} if model else {})})
+        show(call(load(config_path), "GET", f"/retrain/runs?{query}"))
+
+    @retrain_group.command("decisions")
+    @config_option
+    @click.option("--model", default=None, help="Only this alias.")
+    def decisions(config_path: Path | None, model: str | None) -> None:
+        """Recent trigger decisions, including the ones that started nothing, and why."""
+        query = urllib.parse.urlencode({"model": model} if model else {})
+        show(call(load(config_path), "GET", f"/retrain/decisions?{query}"))
+
+    @retrain_group.command("now")
+    @config_option
+    @MODEL
+    @REASON
+    def now(config_path: Path | None, model: str, reason: str) -> None:
+        """Start a retrain now (manual trigger)."""
+        show(call(load(config_path), "POST", "/retrain", {"model": model, "reason": reason}))
+
+    @retrain_group.command("dry-run")
+    @config_option
+    @MODEL
+    def dry_run(config_path: Path | None, model: str) -> None:
+        """What the triggers would decide now, without running anything."""
+        show(call(load(config_path), "POST", "/retrain/dry-run", {"model": model}))
+
+    for action, doc in (
+        ("pause", "Stop automatic retraining of an alias."),
+        ("resume", "Resume automatic retraining of an alias."),
+        ("rollback", "Route an alias back to its previous production version."),
+    ):
+
+        def switch(config_path: Path | None, model: str, reason: str, action: str = action) -> None:
+            path = f"/models/{urllib.parse.quote(model)}/{action}"
+            show(call(load(config_path), "POST", path, {"reason": reason}))
+
+        switch.__doc__ = doc
+        retrain_group.command(action)(config_option(MODEL(REASON(switch))))
+
+    @retrain_group.command("pin")
+    @config_option
+    @MODEL
+    @REASON
+    @click.option("--adapter", "adapter_id", default=None, help="Adapter id; omit to unpin.")
+    def pin(config_path: Path | None, model: str, reason: str, adapter_id: str | None) -> None:
+        """Pin an alias to an adapter version (deploys it; the loop stops deploying)."""
+        body = {"reason": reason, "adapter_id": adapter_id}
+        show(call(load(config_path), "POST", f"/models/{urllib.parse.quote(model)}/pin", body))
+
+    @cli.group("adapters")
+    def adapters_group() -> None:
+        """Adapter versions: list, lineage, promote, veto."""
+
+    @adapters_group.command("list")
+    @config_option
+    @click.option("--model", default=None, help="Only this alias.")
+    def list_adapters(config_path: Path | None, model: str | None) -> None:
+        """Every adapter version with its status."""
+        query = urllib.parse.urlencode({"model": model} if model else {})
+        show(call(load(config_path), "GET", f"/adapters?{query}"))
+
+    @adapters_group.command("show")
+    @config_option
+    @click.argument("adapter_id")
+    def show_adapter(config_path: Path | None, adapter_id: str) -> None:
+        """One adapter with its lineage: dataset, run, evaluations, deployments."""
+        show(call(load(config_path), "GET", f"/adapters/{urllib.parse.quote(adapter_id)}"))
+
+    for verb, doc in (
+        ("promote", "Ship a version now, overriding the gate."),
+        ("veto", "Reject a staged version so it never ships automatically."),
+    ):
+
+        def decide(
+            config_path: Path | None, adapter_id: str, reason: str, verb: str = verb
+        ) -> None:
+            path = f"/adapters/{urllib.parse.quote(adapter_id)}/{verb}"
+            show(call(load(config_path), "POST", path, {"reason": reason}))
+
+        decide.__doc__ = doc
+        adapters_group.command(verb)(config_option(click.argument("adapter_id")(REASON(decide))))
+
+    @cli.command("feedback")
+    @config_option
+    @MODEL
+    @click.option("--prompt", required=True, help="The user's prompt.")
+    @click.option("--answer", required=True, help="The answer the model should have given.")
+    def feedback(config_path: Path | None, model: str, prompt: str, answer: str) -> None:
+        """Send an operator correction: training data for the next retrain."""
+        body = {"model": model, "prompt": prompt, "answer": answer}
+        show(call(load(config_path), "POST", "/feedback", body))

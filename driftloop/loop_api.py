@@ -1,0 +1,272 @@
+"""Control API routes of the retrain loop: read its state, and override any automatic decision.
+
+Mounted by ``driftloop.api.create_api`` behind the same bearer token and audit middleware. Each
+write names what it did in ``request.state.audit`` so the audit row carries the body, not just
+the path.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from retrain.loop import RetrainLoop, RunResult
+from retrain.registry import RegistryError, Status, check_name
+from retrain.triggers import set_paused, set_pinned
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+Alias = Annotated[str, Path(pattern=NAME_PATTERN, description="public model alias")]
+AdapterId = Annotated[str, Path(pattern=NAME_PATTERN, description="adapter id")]
+OPERATOR = "operator"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Reason(_Body):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class RetrainRequest(Reason):
+    model: str = Field(pattern=NAME_PATTERN)
+
+
+class DryRunRequest(_Body):
+    model: str = Field(pattern=NAME_PATTERN)
+
+
+class PinRequest(Reason):
+    adapter_id: str | None = Field(default=None, pattern=NAME_PATTERN)
+
+
+class Feedback(_Body):
+    model: str = Field(pattern=NAME_PATTERN)
+    prompt: str = Field(min_length=1, max_length=20_000)
+    answer: str = Field(min_length=1, max_length=20_000)
+    request_id: str | None = Field(default=None, max_length=64)
+
+
+def loop_router(loop: RetrainLoop, known_aliases: Any) -> APIRouter:
+    """Routes over a running loop; ``known_aliases()`` bounds which aliases may be named."""
+    router = APIRouter(prefix="/api/v1")
+    store, registry, deployer = loop.store, loop.registry, loop.deployer
+    runs: dict[str, RunResult] = {}
+
+    def alias_known(alias: str) -> str:
+        if alias not in known_aliases():
+            raise HTTPException(404, f"unknown model alias {alias!r}; configure it in [aliases]")
+        return alias
+
+    def audited(request: Request, **detail: Any) -> None:
+        request.state.audit = detail
+
+    def fail(exc: Exception) -> HTTPException:
+        return HTTPException(409, str(exc))
+
+    @router.get("/retrain/runs")
+    def retrain_runs(
+        model: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 20,
+    ) -> list[dict[str, Any]]:
+        """Retrain runs, newest first, with their stage timeline."""
+        return _rows(
+            store,
+            "SELECT id, model_alias, trigger, reason, status, stage, error, started_at,"
+            " finished_at, drift_run_id, dataset_id, adapter_id, timeline FROM retrain_runs"
+            " WHERE (? IS NULL OR model_alias = ?) ORDER BY started_at DESC LIMIT ?",
+            [model, model, limit],
+        )
+
+    @router.get("/retrain/decisions")
+    def retrain_decisions(
+        model: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> list[dict[str, Any]]:
+        """Trigger decisions, including the ones that did not start a run, newest first."""
+        return _rows(
+            store,
+            "SELECT id, decided_at, model_alias, trigger, decision, reason, run_id"
+            " FROM retrain_decisions WHERE (? IS NULL OR model_alias = ?)"
+            " ORDER BY id DESC LIMIT ?",
+            [model, model, limit],
+        )
+
+    @router.post("/retrain", status_code=202)
+    def force_retrain(body: RetrainRequest, request: Request) -> dict[str, Any]:
+        """Start a retrain now (skips the cooldown, not the pause, the lock or the data floor)."""
+        alias = alias_known(body.model)
+        audited(request, model=alias, reason=body.reason)
+        decision = loop.triggers.evaluate(alias, manual_reason=body.reason)
+        if not decision.should_run:
+            raise HTTPException(409, decision.reason)
+        ticket = uuid.uuid4().hex[:12]
+
+        def work() -> None:
+            runs[ticket] = loop.run(alias, decision, actor=OPERATOR)
+
+        threading.Thread(target=work, name=f"retrain-{alias}", daemon=True).start()
+        return {"accepted": True, "model": alias, "ticket": ticket, "reason": decision.reason}
+
+    @router.post("/retrain/dry-run")
+    def dry_run(body: DryRunRequest, request: Request) -> dict[str, Any]:
+        """What the triggers would decide now, without running anything."""
+        alias = alias_known(body.model)
+        audited(request, model=alias)
+        decision = loop.triggers.evaluate(alias, dry_run=True)
+        return {"model": alias, "trigger": decision.trigger, "decision": decision.reason}
+
+    def set_pause(alias: str, body: Reason, request: Request, paused: bool) -> dict[str, Any]:
+        audited(request, reason=body.reason)
+        set_paused(store, alias_known(alias), paused)
+        loop.metrics.paused.labels(model=alias).set(int(paused))
+        return {"model": alias, "paused": paused}
+
+    @router.post("/models/{alias}/pause")
+    def pause(alias: Alias, body: Reason, request: Request) -> dict[str, Any]:
+        """Stop automatic retraining of an alias until resumed."""
+        return set_pause(alias, body, request, True)
+
+    @router.post("/models/{alias}/resume")
+    def resume(alias: Alias, body: Reason, request: Request) -> dict[str, Any]:
+        """Resume automatic retraining of an alias."""
+        return set_pause(alias, body, request, False)
+
+    @router.post("/models/{alias}/rollback")
+    def rollback(alias: Alias, body: Reason, request: Request) -> dict[str, Any]:
+        """Route the alias back to its previous production version (or the base model)."""
+        audited(request, reason=body.reason)
+        try:
+            route = deployer.rollback(alias_known(alias), actor=OPERATOR, reason=body.reason)
+        except RegistryError as exc:
+            raise fail(exc) from exc
+        return {"model": alias, "serving": route.served_name}
+
+    @router.post("/models/{alias}/pin")
+    def pin(alias: Alias, body: PinRequest, request: Request) -> dict[str, Any]:
+        """Pin the alias to a version (deploying it now) so the loop stops deploying; null unpins."""
+        alias_known(alias)
+        audited(request, adapter_id=body.adapter_id, reason=body.reason)
+        if body.adapter_id is None:
+            set_pinned(store, alias, None)
+            return {"model": alias, "pinned": None}
+        adapter = _adapter_of(registry, body.adapter_id, alias)
+        try:
+            route = deployer.deploy(adapter, actor=OPERATOR, reason=body.reason, action="pin")
+        except RegistryError as exc:
+            raise fail(exc) from exc
+        set_pinned(store, alias, adapter.id)
+        return {"model": alias, "pinned": adapter.id, "serving": route.served_name}
+
+    @router.get("/adapters")
+    def adapters(
+        model: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    ) -> list[dict[str, Any]]:
+        return [_jsonable(a.as_dict()) for a in registry.versions(model)]
+
+    @router.get("/adapters/{adapter_id}")
+    def adapter_lineage(adapter_id: AdapterId) -> dict[str, Any]:
+        """An adapter with its lineage: dataset, run, drift evaluation, evaluations, deployments."""
+        try:
+            return _jsonable(registry.lineage(adapter_id))
+        except RegistryError as exc:
+            raise HTTPException(404, str(exc)) from exc
+
+    @router.post("/adapters/{adapter_id}/promote")
+    def promote(adapter_id: AdapterId, body: Reason, request: Request) -> dict[str, Any]:
+        """Ship a version now, overriding the gate (a rejected one goes through staging)."""
+        audited(request, reason=body.reason)
+        adapter = _adapter_of(registry, adapter_id)
+        try:
+            if adapter.status is Status.REJECTED:
+                adapter = registry.transition(
+                    adapter.id, Status.STAGING, actor=OPERATOR, reason=f"override: {body.reason}"
+                )
+            route = deployer.deploy(adapter, actor=OPERATOR, reason=body.reason, action="promote")
+        except RegistryError as exc:
+            raise fail(exc) from exc
+        return {"model": adapter.model_alias, "serving": route.served_name}
+
+    @router.post("/adapters/{adapter_id}/veto")
+    def veto(adapter_id: AdapterId, body: Reason, request: Request) -> dict[str, Any]:
+        """Reject a staged version so it never ships automatically."""
+        audited(request, reason=body.reason)
+        try:
+            adapter = registry.transition(
+                _adapter_of(registry, adapter_id).id,
+                Status.REJECTED,
+                actor=OPERATOR,
+                reason=f"veto: {body.reason}",
+            )
+        except RegistryError as exc:
+            raise fail(exc) from exc
+        return {"adapter": adapter.id, "status": adapter.status.value}
+
+    @router.get("/evaluations")
+    def evaluations(
+        adapter_id: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    ) -> list[dict[str, Any]]:
+        return _rows(
+            store,
+            "SELECT id, adapter_id, created_at, golden_set, passed, summary, report_path"
+            " FROM evaluations WHERE (? IS NULL OR adapter_id = ?) ORDER BY created_at DESC",
+            [adapter_id, adapter_id],
+        )
+
+    @router.post("/feedback", status_code=201)
+    def feedback(body: Feedback, request: Request) -> dict[str, Any]:
+        """An operator's corrected answer for a prompt: training data for the next run."""
+        alias = alias_known(body.model)
+        feedback_id = uuid.uuid4().hex
+        audited(request, model=alias, feedback_id=feedback_id, request_id=body.request_id)
+        store.query(
+            "INSERT INTO feedback (id, received_at, model_alias, prompt, answer, request_id,"
+            " actor) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                feedback_id,
+                datetime.now(UTC),
+                alias,
+                body.prompt,
+                body.answer,
+                body.request_id,
+                OPERATOR,
+            ],
+        )
+        return {"id": feedback_id, "model": alias}
+
+    return router
+
+
+def _adapter_of(registry: Any, adapter_id: str, alias: str | None = None) -> Any:
+    check_name("adapter id", adapter_id)
+    adapter = registry.find(adapter_id)
+    if adapter is None:
+        raise HTTPException(404, f"no adapter {adapter_id!r}")
+    if alias is not None and adapter.model_alias != alias:
+        raise HTTPException(409, f"adapter {adapter_id} belongs to {adapter.model_alias}")
+    return adapter
+
+
+def _rows(store: Any, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    cur = store.cursor()
+    try:
+        cur.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [_jsonable(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
+    finally:
+        cur.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value

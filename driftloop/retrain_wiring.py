@@ -1,0 +1,237 @@
+"""Builds the retrain loop from configuration: trainer subprocess, golden-set gate, deployer.
+
+Wiring only: what each stage does lives in ``retrain/``; this module picks the implementations
+(training in a niced subprocess, the gate over vLLM's OpenAI API) and their settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from openai import OpenAI
+from prometheus_client import CollectorRegistry
+
+from driftloop.config import Config
+from monitor.aliases import AliasTable
+from monitor.store import Store
+from retrain.dataset import DatasetSettings, build_dataset
+from retrain.dataset_files import Dataset, iter_jsonl
+from retrain.deploy import Deployer, Route
+from retrain.gate import GatePolicy, ModelScores, decide, evaluate_model
+from retrain.gate_report import write_report
+from retrain.golden import GoldenSet, golden_prompts, load_golden_set
+from retrain.loop import GateOutcome, LoopSettings, RetrainLoop, TrainedAdapter, count_examples
+from retrain.metrics import LoopMetrics
+from retrain.registry import Adapter, Registry
+from retrain.training_job import TrainingLimits, TrainingProgress, TrainingSpec, run_training
+from retrain.triggers import Triggers, TriggerSettings
+from retrain.vllm_admin import VLLMAdmin
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RetrainParts:
+    loop: RetrainLoop
+    admin: VLLMAdmin
+
+    def close(self) -> None:
+        self.admin.close()
+
+
+def build_retrain(
+    cfg: Config,
+    store: Store,
+    registry: CollectorRegistry,
+    aliases: AliasTable,
+    upstream_url: str,
+    base_model_dir: Path,
+    retrain_aliases: Callable[[], list[str]],
+) -> RetrainParts:
+    """The loop for every alias ``retrain_aliases()`` names (configured aliases only)."""
+    r = cfg.retrain
+    work = cfg.cache_dir / "retrain"
+    metrics = LoopMetrics(registry)
+    admin = VLLMAdmin(upstream_url)
+    models = Registry(store)
+    deployer = Deployer(
+        models,
+        admin,
+        aliases,
+        metrics,
+        base_model=cfg.vllm.served_model_name,
+        keep_versions=r.keep_versions,
+    )
+    golden = {alias: golden_set_for(cfg, alias) for alias in retrain_aliases()}
+    settings = LoopSettings(
+        datasets_dir=work / "datasets",
+        lock_dir=work / "locks",
+        golden_prompts=tuple(golden_prompts(list(golden.values()))),
+        judged_min_score=r.judged_min_score,
+        dataset=DatasetSettings(replay_share=r.replay_share),
+        auto_deploy=r.auto_deploy,
+    )
+    triggers = Triggers(
+        store,
+        metrics,
+        TriggerSettings(
+            drift_signals=tuple(r.drift_signals),
+            drift_consecutive=r.drift_consecutive,
+            quality_bar=r.quality_bar,
+            quality_window=cfg.judges.window_size,
+            quality_min_samples=r.quality_min_samples,
+            volume_examples=r.volume_examples,
+            schedule_s=r.schedule_s,
+            cooldown_s=r.cooldown_s,
+            min_examples=r.min_examples,
+        ),
+        lock_dir=settings.lock_dir,
+        available_examples=lambda alias: count_examples(store, alias, r.judged_min_score),
+    )
+    client = OpenAI(base_url=f"{upstream_url}/v1", api_key="driftloop", max_retries=2)
+    loop = RetrainLoop(
+        store,
+        models,
+        deployer,
+        triggers,
+        metrics,
+        settings,
+        trainer=subprocess_trainer(cfg, base_model_dir, work / "adapters"),
+        gate=GoldenGate(cfg, client, admin, golden, work / "reports"),
+        aliases=retrain_aliases,
+    )
+    if r.seed_dataset is not None:
+        for alias in retrain_aliases():
+            register_seed_dataset(loop, alias, r.seed_dataset)
+    return RetrainParts(loop, admin)
+
+
+def golden_set_for(cfg: Config, alias: str) -> GoldenSet:
+    ref = cfg.retrain.golden_sets.get(alias) or cfg.retrain.golden_sets.get("*")
+    if ref is None:
+        raise ValueError(f"retrain.golden_sets names no golden set for {alias!r} (nor '*')")
+    name, _, version = ref.partition("@")
+    return load_golden_set(name, version or None)
+
+
+def subprocess_trainer(
+    cfg: Config, base_model_dir: Path, adapters_dir: Path
+) -> Callable[..., TrainedAdapter]:
+    """LoRA SFT in a niced subprocess (``retrain.training_job``), capped by the config."""
+    r = cfg.retrain
+    limits = TrainingLimits(
+        max_learning_rate=r.max_learning_rate,
+        max_steps=r.max_steps_cap,
+        max_rank=cfg.vllm.max_lora_rank,
+    )
+
+    def train(dataset: Dataset, on_progress: Callable[[str], None]) -> TrainedAdapter:
+        if not (base_model_dir / "config.json").exists():
+            raise FileNotFoundError(
+                f"base model folder {base_model_dir} has no config.json: run `driftloop model"
+                " prepare`, or set retrain.base_model_dir"
+            )
+        spec = TrainingSpec(
+            base_model=base_model_dir,
+            dataset=dataset.path,
+            output_root=adapters_dir,
+            rank=r.lora_rank,
+            alpha=r.lora_alpha,
+            learning_rate=r.learning_rate,
+            max_steps=r.max_steps,
+            batch_size=r.batch_size,
+            time_limit_s=r.train_time_limit_s,
+            threads=r.train_threads,
+        )
+
+        def progress(p: TrainingProgress) -> None:
+            rate = f", {p.steps_per_second:.2f} steps/s" if p.steps_per_second else ""
+            loss = f", loss {p.loss:.3f}" if p.loss is not None else ""
+            on_progress(f"training {p.phase}: step {p.step}/{p.max_steps}{loss}{rate}")
+
+        result = run_training(spec, limits=limits, on_progress=progress)
+        return TrainedAdapter(
+            result.adapter.id,
+            result.adapter_path,
+            {
+                "steps": result.steps,
+                "train_loss": result.train_loss,
+                "eval_loss": result.eval_loss,
+                "seconds": result.wall_seconds,
+            },
+        )
+
+    return train
+
+
+class GoldenGate:
+    """Candidate vs production vs base on the alias's golden set, all served by vLLM."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        client: OpenAI,
+        admin: VLLMAdmin,
+        golden: dict[str, GoldenSet],
+        reports_dir: Path,
+    ) -> None:
+        r = cfg.retrain
+        self.client = client
+        self.admin = admin
+        self.golden = golden
+        self.reports_dir = reports_dir
+        self.base_model = cfg.vllm.served_model_name
+        self.max_tokens = r.gate_max_tokens
+        self.policy = GatePolicy(
+            margin=r.gate_margin,
+            min_improvement=r.gate_min_improvement,
+            drifted_categories=tuple(r.drifted_categories),
+        )
+
+    def __call__(self, candidate: Adapter, production: Route) -> GateOutcome:
+        golden = self.golden[candidate.model_alias]
+        self.admin.load(candidate.served_name, candidate.path)  # served to be measured
+        scores = self._score(candidate.served_name, golden)
+        base = self._score(self.base_model, golden)
+        current = (
+            base if production.adapter is None else self._score(production.served_name, golden)
+        )
+        report = decide(scores, current, base, self.policy)
+        paths = write_report(report, self.reports_dir / candidate.id)
+        return GateOutcome(
+            passed=report.passed,
+            reasons=[check.message for check in report.reasons] or [report.summary],
+            summary={"summary": report.summary, "table": report.table},
+            golden_set=golden.ref,
+            report_path=paths["html"],
+        )
+
+    def _score(self, served: str, golden: GoldenSet) -> ModelScores:
+        return evaluate_model(self.client, served, golden, max_tokens=self.max_tokens)
+
+
+def register_seed_dataset(loop: RetrainLoop, alias: str, path: Path) -> Dataset | None:
+    """Make the production model's own training data the alias's first replay pool (once)."""
+    if loop.store.query("SELECT 1 FROM datasets WHERE model_alias = ? LIMIT 1", [alias]):
+        return None
+    examples = [
+        {**row, "source": "seed", "ref": f"seed:{i}"} for i, row in enumerate(iter_jsonl(path))
+    ]
+    dataset = build_dataset(
+        loop.settings.datasets_dir / alias,
+        examples,
+        golden_prompts=loop.settings.golden_prompts,
+        settings=loop.settings.dataset,
+    )
+    loop.store.query(
+        "INSERT OR IGNORE INTO datasets (id, model_alias, created_at, path, manifest)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [dataset.id, alias, datetime.now(UTC), str(dataset.path), json.dumps(dataset.manifest)],
+    )
+    log.info("seed dataset %s registered for %s from %s", dataset.id, alias, path)
+    return dataset

@@ -1,0 +1,182 @@
+"""Chat completions against any OpenAI-compatible endpoint, with retries that can be seen.
+
+The official ``openai`` SDK speaks the protocol; its own retries are switched off so that every
+attempt and every backoff delay is ours to count, record and test. 429, 408 and 5xx answers,
+timeouts and refused connections are retried with exponential backoff (equal jitter), honouring
+``retry-after-ms`` / ``retry-after`` from the server up to ``max_backoff_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+RETRYABLE_STATUS = frozenset({408, 429})
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a judge model is served and how patiently to call it."""
+
+    base_url: str  # the OpenAI base URL, ending in /v1
+    model: str
+    api_key_env: str = ""  # env var holding the key; unset or empty sends "EMPTY" (vLLM needs none)
+    timeout_s: float = 30.0
+    max_retries: int = 3
+    backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"judge base_url {self.base_url!r} must start with http(s)://")
+        if not self.model:
+            raise ValueError("judge model must be named")
+        if self.timeout_s <= 0 or self.max_retries < 0 or self.backoff_s < 0:
+            raise ValueError("timeout_s must be > 0, max_retries and backoff_s >= 0")
+
+    def api_key(self, environ: Mapping[str, str] | None = None) -> str:
+        env = os.environ if environ is None else environ
+        return (env.get(self.api_key_env) if self.api_key_env else None) or "EMPTY"
+
+
+@dataclass
+class ChatResult:
+    text: str | None
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    attempts: int
+    delays: list[float] = field(default_factory=list)
+
+
+class ChatCallError(RuntimeError):
+    """The endpoint gave no usable answer after all attempts; ``kind`` is short and bounded."""
+
+    def __init__(self, message: str, kind: str, attempts: int, delays: list[float]) -> None:
+        super().__init__(message)
+        self.kind = kind  # timeout | unreachable | status_<code> | protocol
+        self.attempts = attempts
+        self.delays = delays
+
+
+class ChatClient:
+    """One AsyncOpenAI client for one event loop; use as ``async with ChatClient(endpoint)``."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self._sleep = sleep
+        self._jitter = jitter
+        self._client = openai.AsyncOpenAI(
+            base_url=endpoint.base_url,
+            api_key=endpoint.api_key(environ),
+            timeout=endpoint.timeout_s,
+            max_retries=0,
+        )
+
+    async def __aenter__(self) -> ChatClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.close()
+
+    async def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        response_format: dict[str, Any] | None = None,
+    ) -> ChatResult:
+        """One completion at temperature 0; retries transient failures, raises ChatCallError."""
+        delays: list[float] = []
+        extra: dict[str, Any] = {"response_format": response_format} if response_format else {}
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                completion = await self._client.chat.completions.create(
+                    model=self.endpoint.model,
+                    messages=messages,  # type: ignore[arg-type]
+                    max_tokens=max_tokens,
+                    temperature=0,
+                    **extra,
+                )
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                retry = status in RETRYABLE_STATUS or status >= 500
+                failure = (f"status_{status}", f"HTTP {status}: {_short(exc.message)}")
+                hint = _retry_after(exc.response.headers) if retry else None
+            except openai.APITimeoutError:
+                retry, hint = True, None
+                failure = ("timeout", f"no answer within {self.endpoint.timeout_s} s")
+            except openai.APIConnectionError as exc:
+                retry, hint = True, None
+                failure = ("unreachable", f"cannot reach {self.endpoint.base_url}: {exc}")
+            except openai.APIError as exc:  # a 200 whose body is not a chat completion
+                retry, hint = False, None
+                failure = ("protocol", f"malformed answer: {_short(str(exc))}")
+            else:
+                return _result(completion, attempt, delays)
+            if not retry or attempt > self.endpoint.max_retries:
+                kind, message = failure
+                raise ChatCallError(
+                    f"{message} (after {attempt} attempt{'s' if attempt > 1 else ''})",
+                    kind,
+                    attempt,
+                    delays,
+                )
+            delay = self.backoff(attempt, hint)
+            delays.append(delay)
+            await self._sleep(delay)
+
+    def backoff(self, attempt: int, hint: float | None = None) -> float:
+        """Delay before retry number ``attempt``: the server's hint, else backoff_s·2^(n-1)·[0.5,1]."""
+        cap = self.endpoint.max_backoff_s
+        if hint is not None:
+            return min(cap, max(0.0, hint))
+        base = min(cap, self.endpoint.backoff_s * 2 ** (attempt - 1))
+        return base * (0.5 + 0.5 * self._jitter())
+
+
+def _result(completion: Any, attempts: int, delays: list[float]) -> ChatResult:
+    choices = getattr(completion, "choices", None)
+    if not choices:
+        raise ChatCallError("answer has no choices", "protocol", attempts, delays)
+    usage = getattr(completion, "usage", None)
+    return ChatResult(
+        text=choices[0].message.content,
+        model=str(getattr(completion, "model", "") or ""),
+        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        attempts=attempts,
+        delays=delays,
+    )
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms`` or numeric ``retry-after``)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return float(value) * scale
+        except ValueError:
+            continue  # an HTTP date: fall back to our own backoff
+    return None
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,0 +1,81 @@
+"""Fixtures for judge tests: a scripted judge server on 127.0.0.1, a fresh DuckDB store and registry."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+from prometheus_client import CollectorRegistry
+
+from judges.client import Endpoint
+from judges.llm import RubricJudge
+from judges.metrics import JudgeMetrics
+from judges.rubric import load_rubric
+from judges.runner import Runner
+from monitor.store import Store
+from tests.judges.judge_server import ScriptedJudge
+from tests.servers import serve_in_thread
+
+
+@pytest.fixture
+def judge_server() -> Iterator[ScriptedJudge]:
+    server = ScriptedJudge()
+    with serve_in_thread(server.app) as url:
+        server.url = f"{url}/v1"
+        yield server
+
+
+@pytest.fixture
+def store(tmp_path) -> Iterator[Store]:
+    store = Store.open(tmp_path / "judges.duckdb")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def runner(store, registry) -> Runner:
+    return Runner(store, JudgeMetrics(registry), concurrency=4)
+
+
+def endpoint(url: str, **overrides: object) -> Endpoint:
+    settings: dict[str, object] = {"timeout_s": 5.0, "max_retries": 2, "backoff_s": 0.01}
+    settings.update(overrides)
+    return Endpoint(url, "scripted-judge", **settings)  # type: ignore[arg-type]
+
+
+def rubric_judge(url: str, **overrides: object) -> RubricJudge:
+    return RubricJudge(load_rubric("helpfulness"), endpoint(url, **overrides))
+
+
+def add_requests(
+    store: Store, alias: str, pairs: list[tuple[str, str]], start: datetime | None = None
+) -> list[str]:
+    """Captured exchanges as the sidecar writes them (successful chat completions)."""
+    start = start or datetime.now(UTC) - timedelta(minutes=10)
+    ids = [uuid.uuid4().hex for _ in pairs]
+    table = pa.table(
+        {
+            "request_id": ids,
+            "started_at": [start + timedelta(seconds=i) for i in range(len(pairs))],
+            "route": ["chat_completions"] * len(pairs),
+            "model_alias": [alias] * len(pairs),
+            "stream": [False] * len(pairs),
+            "prompt_text": [p for p, _ in pairs],
+            "response_text": [r for _, r in pairs],
+            "status_code": [200] * len(pairs),
+        }
+    )
+    store.append("requests", table)
+    return ids
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
