@@ -329,6 +329,18 @@ class RetrainConfig(_Section):
     keep_versions: int = Field(
         3, ge=1, description="Earlier production versions kept loaded in vLLM for rollback."
     )
+    rollback_watch_s: float = Field(
+        3600.0, ge=0, description="After a deploy, watch the new version's traffic this long."
+    )
+    rollback_min_samples: int = Field(
+        20, ge=1, description="Requests (or judgments) needed before the guard may roll back."
+    )
+    rollback_max_error_rate: float = Field(
+        0.05, ge=0, le=1, description="Roll back when a larger share of its requests fail."
+    )
+    rollback_min_judge_score: float | None = Field(
+        2.5, description="Roll back when the judges' mean on its answers is below this; null: off."
+    )
 
 
 class ApiConfig(_Section):

@@ -25,6 +25,7 @@ from retrain.deploy import Deployer, Route
 from retrain.gate import GatePolicy, ModelScores, decide, evaluate_model
 from retrain.gate_report import write_report
 from retrain.golden import GoldenSet, golden_prompts, load_golden_set
+from retrain.guard import GuardSettings, PostDeployGuard
 from retrain.loop import GateOutcome, LoopSettings, RetrainLoop, TrainedAdapter, count_examples
 from retrain.metrics import LoopMetrics
 from retrain.registry import Adapter, Registry
@@ -104,6 +105,15 @@ def build_retrain(
         trainer=subprocess_trainer(cfg, base_model_dir, work / "adapters"),
         gate=GoldenGate(cfg, client, admin, golden, work / "reports"),
         aliases=retrain_aliases,
+        guard=PostDeployGuard(
+            deployer,
+            GuardSettings(
+                watch_s=r.rollback_watch_s,
+                min_samples=r.rollback_min_samples,
+                max_error_rate=r.rollback_max_error_rate,
+                min_judge_score=r.rollback_min_judge_score,
+            ),
+        ),
     )
     if r.seed_dataset is not None:
         for alias in retrain_aliases():

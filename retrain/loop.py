@@ -26,6 +26,7 @@ from monitor.store import Store
 from retrain.dataset import DatasetSettings, build_dataset
 from retrain.dataset_files import Dataset
 from retrain.deploy import Deployer, Route
+from retrain.guard import PostDeployGuard
 from retrain.metrics import LoopMetrics, Stage
 from retrain.registry import Adapter, Registry, Status
 from retrain.triggers import Decision, RunLock, Triggers, pinned_adapter
@@ -96,6 +97,7 @@ class RetrainLoop:
         trainer: Trainer,
         gate: Gate,
         aliases: Callable[[], list[str]],
+        guard: PostDeployGuard | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
@@ -107,14 +109,19 @@ class RetrainLoop:
         self.trainer = trainer
         self.gate = gate
         self.aliases = aliases
+        self.guard = guard
         self.clock = clock
 
     # --- entry points -------------------------------------------------------------------------
 
     def tick(self) -> dict[str, RunResult | Decision]:
-        """The scheduled job: evaluate the triggers of every alias and run those that trip."""
+        """The scheduled job: guard fresh deploys, evaluate every alias's triggers, run if tripped."""
         out: dict[str, RunResult | Decision] = {}
         for alias in self.aliases():
+            if self.guard is not None and (route := self.guard.check(alias)) is not None:
+                log.warning(
+                    "%s rolled back to %s by the post-deploy guard", alias, route.served_name
+                )
             decision = self.triggers.evaluate(alias)
             out[alias] = self.run(alias, decision) if decision.should_run else decision
         return out
