@@ -208,7 +208,7 @@ def _closed_loop(sidecar: str, api: str, token: str) -> None:
         for evaluation in lineage["evaluations"]:
             console.print(f"gate report: {evaluation['report_path']}")
     if run["status"] != "shipped":
-        return
+        raise SystemExit(f"the retrain run ended {run['status']}: {run['error'] or run['reason']}")
     held_out = [ex.prompt for ex in load_golden_set("helpdesk").by_category(TECH_CATEGORY)][::4]
     answers = _replay(
         sidecar, held_out, model=DRIFT_ALIAS, max_tokens=32, title="held-out tech-support prompts"

@@ -56,7 +56,7 @@ def build_retrain(
 ) -> RetrainParts:
     """The loop for every alias ``retrain_aliases()`` names (configured aliases only)."""
     r = cfg.retrain
-    work = cfg.cache_dir / "retrain"
+    work = cfg.cache_dir.absolute() / "retrain"  # paths go to a subprocess and to vLLM
     metrics = LoopMetrics(registry)
     admin = VLLMAdmin(upstream_url)
     models = Registry(store)

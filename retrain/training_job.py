@@ -100,7 +100,8 @@ class TrainingSpec:
 
     def __post_init__(self) -> None:
         for name in ("base_model", "dataset", "output_root"):
-            object.__setattr__(self, name, Path(getattr(self, name)))
+            # absolute: the child runs in a scratch folder, and the paths outlive this process
+            object.__setattr__(self, name, Path(getattr(self, name)).absolute())
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
         positive = ("rank", "alpha", "max_steps", "batch_size", "max_length", "threads")
         for name in positive:

@@ -457,3 +457,11 @@ def test_altered_content_addressed_folder_is_rejected(trained: Any, tmp_path: Pa
 def test_not_a_folder_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(AdapterError, match="is not a folder"):
         validate_adapter(tmp_path / "nope", max_rank=8)
+
+
+def test_spec_paths_are_made_absolute_for_the_child(tmp_path, monkeypatch):
+    """The child runs in a scratch folder: a relative path would point into it (a demo bug)."""
+    monkeypatch.chdir(tmp_path)
+    spec = TrainingSpec(base_model=Path("m"), dataset=Path("d/x"), output_root=Path("out"))
+    assert spec.base_model == tmp_path / "m" and spec.dataset == tmp_path / "d" / "x"
+    assert spec.output_root.is_absolute()
