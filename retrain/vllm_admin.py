@@ -7,6 +7,7 @@ name, so a reloaded name could serve stale cache (the registry gives every versi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,14 +22,25 @@ class VLLMAdmin:
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s)
 
-    def loaded_adapters(self) -> set[str]:
-        """Names of the LoRA adapters vLLM serves now (models with a parent base model)."""
+    def loaded_adapters(self) -> dict[str, str]:
+        """LoRA adapters vLLM serves now (models with a parent base model): name -> path."""
         body = self._call("GET", "/v1/models")
-        return {m["id"] for m in body.get("data", []) if m.get("parent")}
+        return {m["id"]: m.get("root", "") for m in body.get("data", []) if m.get("parent")}
 
     def load(self, name: str, path: str) -> None:
-        """Load the adapter at ``path`` under ``name``; a name already loaded is left as is."""
-        if name in self.loaded_adapters():
+        """Load the adapter at ``path`` under ``name``; the same pair already loaded is kept.
+
+        A name that vLLM already serves from another path is refused: requests for it would get
+        the other weights (and their prefix cache). That happens when a registry is reset while
+        vLLM keeps running.
+        """
+        loaded = self.loaded_adapters()
+        if name in loaded:
+            if Path(loaded[name]).resolve() != Path(path).resolve():
+                raise VLLMAdminError(
+                    f"vLLM already serves {name!r} from {loaded[name]}, not {path}: unload it"
+                    " first (a name must never be reused for other weights)"
+                )
             return
         self._call("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
 

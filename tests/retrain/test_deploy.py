@@ -76,6 +76,9 @@ def test_deploy_rollback_and_metrics(deployer, loras, vllm_server):
     assert "support-v1" in deployer.admin.loaded_adapters()
     # the adapter really serves: its answer differs from the base model's
     assert answer(vllm_server.base_url, "support-v1") != answer(vllm_server.base_url, "smollm2")
+    # a name is never reused for other weights (stale prefix cache, wrong answers)
+    with pytest.raises(VLLMAdminError, match="already serves 'support-v1'"):
+        deployer.admin.load("support-v1", str(loras[1]))
 
     v2 = staged(registry, "lora0002", loras[1])
     deployer.deploy(v2, actor="loop", reason="second")

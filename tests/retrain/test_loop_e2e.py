@@ -90,6 +90,9 @@ def service(start_sidecar, vllm_server, smollm2_dir, tmp_path):
         )
         yield sidecar, retrain.loop, client
         client.close()
+    # the next test's registry starts again at v1: vLLM must not keep serving this v1
+    for name in retrain.admin.loaded_adapters():
+        retrain.admin.unload(name)
 
 
 def embed_and_evaluate(sidecar) -> None:
