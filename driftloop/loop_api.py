@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from retrain.loop import RetrainLoop, RunResult
+from retrain.loop import RetrainLoop
 from retrain.registry import RegistryError, Status, check_name
 from retrain.triggers import set_paused, set_pinned
 
@@ -56,7 +56,6 @@ def loop_router(loop: RetrainLoop, known_aliases: Any) -> APIRouter:
     """Routes over a running loop; ``known_aliases()`` bounds which aliases may be named."""
     router = APIRouter(prefix="/api/v1")
     store, registry, deployer = loop.store, loop.registry, loop.deployer
-    runs: dict[str, RunResult] = {}
 
     def alias_known(alias: str) -> str:
         if alias not in known_aliases():
@@ -105,13 +104,11 @@ def loop_router(loop: RetrainLoop, known_aliases: Any) -> APIRouter:
         decision = loop.triggers.evaluate(alias, manual_reason=body.reason)
         if not decision.should_run:
             raise HTTPException(409, decision.reason)
-        ticket = uuid.uuid4().hex[:12]
-
-        def work() -> None:
-            runs[ticket] = loop.run(alias, decision, actor=OPERATOR)
-
-        threading.Thread(target=work, name=f"retrain-{alias}", daemon=True).start()
-        return {"accepted": True, "model": alias, "ticket": ticket, "reason": decision.reason}
+        # the run takes minutes: it continues in the background; GET /retrain/runs follows it
+        threading.Thread(
+            target=loop.run, args=(alias, decision, OPERATOR), name=f"retrain-{alias}", daemon=True
+        ).start()
+        return {"accepted": True, "model": alias, "reason": decision.reason}
 
     @router.post("/retrain/dry-run")
     def dry_run(body: DryRunRequest, request: Request) -> dict[str, Any]:
