@@ -74,12 +74,13 @@ def loop_router(loop: RetrainLoop, known_aliases: Any) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 20,
     ) -> list[dict[str, Any]]:
         """Retrain runs, newest first, with their stage timeline."""
-        return _rows(
-            store,
-            "SELECT id, model_alias, trigger, reason, status, stage, error, started_at,"
-            " finished_at, drift_run_id, dataset_id, adapter_id, timeline FROM retrain_runs"
-            " WHERE (? IS NULL OR model_alias = ?) ORDER BY started_at DESC LIMIT ?",
-            [model, model, limit],
+        return _jsonable(
+            store.records(
+                "SELECT id, model_alias, trigger, reason, status, stage, error, started_at,"
+                " finished_at, drift_run_id, dataset_id, adapter_id, timeline FROM retrain_runs"
+                " WHERE (? IS NULL OR model_alias = ?) ORDER BY started_at DESC LIMIT ?",
+                [model, model, limit],
+            )
         )
 
     @router.get("/retrain/decisions")
@@ -88,12 +89,13 @@ def loop_router(loop: RetrainLoop, known_aliases: Any) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> list[dict[str, Any]]:
         """Trigger decisions, including the ones that did not start a run, newest first."""
-        return _rows(
-            store,
-            "SELECT id, decided_at, model_alias, trigger, decision, reason, run_id"
-            " FROM retrain_decisions WHERE (? IS NULL OR model_alias = ?)"
-            " ORDER BY id DESC LIMIT ?",
-            [model, model, limit],
+        return _jsonable(
+            store.records(
+                "SELECT id, decided_at, model_alias, trigger, decision, reason, run_id"
+                " FROM retrain_decisions WHERE (? IS NULL OR model_alias = ?)"
+                " ORDER BY id DESC LIMIT ?",
+                [model, model, limit],
+            )
         )
 
     @router.post("/retrain", status_code=202)
@@ -208,11 +210,12 @@ def loop_router(loop: RetrainLoop, known_aliases: Any) -> APIRouter:
     def evaluations(
         adapter_id: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     ) -> list[dict[str, Any]]:
-        return _rows(
-            store,
-            "SELECT id, adapter_id, created_at, golden_set, passed, summary, report_path"
-            " FROM evaluations WHERE (? IS NULL OR adapter_id = ?) ORDER BY created_at DESC",
-            [adapter_id, adapter_id],
+        return _jsonable(
+            store.records(
+                "SELECT id, adapter_id, created_at, golden_set, passed, summary, report_path"
+                " FROM evaluations WHERE (? IS NULL OR adapter_id = ?) ORDER BY created_at DESC",
+                [adapter_id, adapter_id],
+            )
         )
 
     @router.post("/feedback", status_code=201)
@@ -247,16 +250,6 @@ def _adapter_of(registry: Any, adapter_id: str, alias: str | None = None) -> Any
     if alias is not None and adapter.model_alias != alias:
         raise HTTPException(409, f"adapter {adapter_id} belongs to {adapter.model_alias}")
     return adapter
-
-
-def _rows(store: Any, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-    cur = store.cursor()
-    try:
-        cur.execute(sql, params)
-        names = [d[0] for d in cur.description]
-        return [_jsonable(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
-    finally:
-        cur.close()
 
 
 def _jsonable(value: Any) -> Any:

@@ -148,18 +148,10 @@ def recent_judgments(
         where.append("judge = ?")
         params.append(judge)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
-    cur = store.cursor()
-    try:
-        cur.execute(
-            f"SELECT {JUDGMENT_COLUMNS} FROM judgments {clause} ORDER BY id DESC LIMIT ?",
-            [*params, limit],
-        )
-        names = [d[0] for d in cur.description]
-        rows = []
-        for values in cur.fetchall():
-            row = dict(zip(names, values, strict=True))
-            row["created_at"] = row["created_at"].isoformat()
-            rows.append(row)
-        return rows
-    finally:
-        cur.close()
+    rows = store.records(
+        f"SELECT {JUDGMENT_COLUMNS} FROM judgments {clause} ORDER BY id DESC LIMIT ?",
+        [*params, limit],
+    )
+    for row in rows:
+        row["created_at"] = row["created_at"].isoformat()
+    return rows

@@ -75,8 +75,7 @@ def windows(
     store: Store, reference: Reference, *, reference_size: int, window_size: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(reference rows, current rows) of successful exchanges, oldest first."""
-    ref_rows = _records(
-        store,
+    ref_rows = store.records(
         f"SELECT {WINDOW_COLUMNS} FROM requests"
         " WHERE model_alias = ? AND status_code = 200 AND started_at >= ?"
         " AND (CAST(? AS TIMESTAMPTZ) IS NULL OR started_at < ?)"
@@ -92,21 +91,10 @@ def windows(
     if not ref_rows:
         return [], []
     after = reference.ends_at or ref_rows[-1]["started_at"]
-    cur_rows = _records(
-        store,
+    cur_rows = store.records(
         f"SELECT * FROM (SELECT {WINDOW_COLUMNS} FROM requests"
         " WHERE model_alias = ? AND status_code = 200 AND started_at > ?"
         " ORDER BY started_at DESC LIMIT ?) ORDER BY started_at",
         [reference.model_alias, after, window_size],
     )
     return ref_rows, cur_rows
-
-
-def _records(store: Store, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-    cur = store.cursor()
-    try:
-        cur.execute(sql, params)
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    finally:
-        cur.close()

@@ -112,6 +112,16 @@ class Store:
         finally:
             cur.close()
 
+    def records(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        """Run a parameterised read and return its rows as dicts keyed by column name."""
+        cur = self.cursor()
+        try:
+            cur.execute(sql, params or [])
+            names = [d[0] for d in cur.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        finally:
+            cur.close()
+
     def checkpoint(self) -> None:
         with self._lock:
             self._con.execute("CHECKPOINT")

@@ -187,8 +187,7 @@ class Registry:
         return deprecated[keep:]
 
     def events(self, adapter_id: str) -> list[dict[str, Any]]:
-        return _records(
-            self.store,
+        return self.store.records(
             "SELECT occurred_at, from_status, to_status, actor, reason FROM adapter_events"
             " WHERE adapter_id = ? ORDER BY id",
             [adapter_id],
@@ -198,13 +197,11 @@ class Registry:
         """The adapter with its dataset, the run and drift evaluation behind it, its evaluations
         and deployments: everything needed to answer "why is this version serving?"."""
         adapter = self.get(adapter_id)
-        dataset = _records(
-            self.store,
+        dataset = self.store.records(
             "SELECT id, created_at, path, manifest FROM datasets WHERE id = ?",
             [adapter.dataset_id],
         )
-        run = _records(
-            self.store,
+        run = self.store.records(
             "SELECT id, trigger, reason, status, drift_run_id, started_at, finished_at"
             " FROM retrain_runs WHERE id = ?",
             [adapter.run_id],
@@ -216,14 +213,12 @@ class Registry:
             "events": self.events(adapter_id),
             "dataset": dataset[0] if dataset else None,
             "run": run[0] if run else None,
-            "evaluations": _records(
-                self.store,
+            "evaluations": self.store.records(
                 "SELECT id, created_at, golden_set, passed, report_path FROM evaluations"
                 " WHERE adapter_id = ? ORDER BY created_at",
                 [adapter_id],
             ),
-            "deployments": _records(
-                self.store,
+            "deployments": self.store.records(
                 "SELECT occurred_at, action, state, actor, reason FROM deployments"
                 " WHERE adapter_id = ? ORDER BY id",
                 [adapter_id],
@@ -244,13 +239,3 @@ def _adapter(row: tuple[Any, ...]) -> Adapter:
     values = list(row)
     values[5] = Status(values[5])
     return Adapter(*values)
-
-
-def _records(store: Store, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-    cur = store.cursor()
-    try:
-        cur.execute(sql, params)
-        names = [d[0] for d in cur.description or []]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    finally:
-        cur.close()
