@@ -220,18 +220,6 @@ class DriftJob:
 
     def _signal(self, result: DriftResult, details: dict[str, Any]) -> SignalResult:
         """A library verdict as a stored row, with the reason it tripped or did not."""
-        policy_floor = self.settings.min_samples
-        if min(result.n_ref, result.n_cur) < policy_floor:
-            reason = f"not tripped: fewer than {policy_floor} samples in a window"
-        elif result.p_value >= self.settings.alpha:
-            reason = f"not tripped: p={result.p_value:.3g} >= alpha={self.settings.alpha}"
-        elif not result.drifted:
-            reason = f"not tripped: effect {result.effect:.3g} below the {result.statistic} minimum"
-        else:
-            reason = (
-                f"tripped: p={result.p_value:.3g} < {self.settings.alpha},"
-                f" effect {result.effect:.3g}"
-            )
         return SignalResult(
             result.signal,
             result.score,
@@ -240,7 +228,7 @@ class DriftJob:
             result.n_ref,
             result.n_cur,
             result.drifted,
-            reason,
+            result.reason,
             {"statistic": result.statistic, "effect": result.effect, **details},
         )
 

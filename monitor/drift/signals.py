@@ -70,6 +70,7 @@ class DriftResult:
     n_cur: int
     drifted: bool
     contributions: tuple[float, ...]
+    reason: str = ""  # why it tripped or did not, e.g. "not tripped: p=0.22 >= alpha=0.01"
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,24 @@ class EmbeddingDrift:
         return [int(j) for j in order if self.shift.contributions[j] > 0]
 
 
+def verdict(
+    calibrated: Calibrated, policy: DriftPolicy, n_ref: int, n_cur: int
+) -> tuple[bool, str]:
+    """Drifted only if measured on enough rows in both windows, significant and large enough;
+    with the first condition that failed (or the numbers that tripped it) as the reason."""
+    p, effect = calibrated.p_value, calibrated.effect
+    if min(n_ref, n_cur) < policy.min_samples:
+        return False, f"not tripped: fewer than {policy.min_samples} samples in a window"
+    if p >= policy.alpha:
+        return False, f"not tripped: p={p:.3g} >= alpha={policy.alpha}"
+    if effect < policy.min_effect:
+        return False, f"not tripped: effect {effect:.3g} < min_effect {policy.min_effect}"
+    return True, f"tripped: p={p:.3g} < {policy.alpha}, effect {effect:.3g}"
+
+
 def decide(calibrated: Calibrated, policy: DriftPolicy, n_ref: int, n_cur: int) -> bool:
-    """Drifted only if significant, large enough, and measured on enough rows in both windows."""
-    return (
-        calibrated.p_value < policy.alpha
-        and calibrated.effect >= policy.min_effect
-        and min(n_ref, n_cur) >= policy.min_samples
-    )
+    """Whether ``verdict`` says drifted (for callers that need no reason)."""
+    return verdict(calibrated, policy, n_ref, n_cur)[0]
 
 
 def to_result(
@@ -104,6 +116,7 @@ def to_result(
     n_cur: int,
 ) -> DriftResult:
     """Package a calibrated score and the policy's decision as a DriftResult."""
+    drifted, reason = verdict(calibrated, policy, n_ref, n_cur)
     return DriftResult(
         signal=signal,
         statistic=statistic,
@@ -113,8 +126,9 @@ def to_result(
         effect=calibrated.effect,
         n_ref=n_ref,
         n_cur=n_cur,
-        drifted=decide(calibrated, policy, n_ref, n_cur),
+        drifted=drifted,
         contributions=calibrated.contributions,
+        reason=reason,
     )
 
 
