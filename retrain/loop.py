@@ -314,51 +314,51 @@ class RetrainLoop:
         )
 
 
+FEEDBACK_ROWS = "FROM feedback WHERE model_alias = ?"
+# captured answers whose mean judge score reaches the bar (parameters: alias, bar)
+JUDGED_ROWS = (
+    "FROM requests r"
+    " JOIN (SELECT request_id, avg(score) AS score FROM judgments"
+    "       WHERE source = 'traffic' AND outcome = 'scored' GROUP BY request_id) j"
+    "   ON j.request_id = r.request_id"
+    " WHERE r.model_alias = ? AND j.score >= ? AND r.response_text <> ''"
+)
+
+
 def training_examples(
     store: Store, alias: str, judged_min_score: float, limit: int
 ) -> list[dict[str, Any]]:
     """Operator feedback (newest first), then captured answers the judges scored highly."""
-    examples = [
+    feedback = store.query(
+        f"SELECT id, prompt, answer {FEEDBACK_ROWS} ORDER BY received_at DESC LIMIT ?",
+        [alias, limit],
+    )
+    judged = store.query(
+        f"SELECT r.request_id, r.prompt_text, r.response_text {JUDGED_ROWS}"
+        " ORDER BY r.started_at DESC LIMIT ?",
+        [alias, judged_min_score, max(0, limit - len(feedback))],
+    )
+    return [
         {
             "messages": [
                 {"role": "user", "content": prompt},
                 {"role": "assistant", "content": answer},
             ],
-            "source": "feedback",
-            "ref": feedback_id,
+            "source": source,
+            "ref": ref,
         }
-        for feedback_id, prompt, answer in store.query(
-            "SELECT id, prompt, answer FROM feedback WHERE model_alias = ?"
-            " ORDER BY received_at DESC LIMIT ?",
-            [alias, limit],
-        )
+        for source, rows in (("feedback", feedback), ("judged", judged))
+        for ref, prompt, answer in rows
     ]
-    judged = store.query(
-        "SELECT r.request_id, r.prompt_text, r.response_text FROM requests r"
-        " JOIN (SELECT request_id, avg(score) AS score FROM judgments"
-        "       WHERE source = 'traffic' AND outcome = 'scored' GROUP BY request_id) j"
-        "   ON j.request_id = r.request_id"
-        " WHERE r.model_alias = ? AND j.score >= ? AND r.response_text <> ''"
-        " ORDER BY r.started_at DESC LIMIT ?",
-        [alias, judged_min_score, max(0, limit - len(examples))],
-    )
-    examples += [
-        {
-            "messages": [
-                {"role": "user", "content": prompt},
-                {"role": "assistant", "content": response},
-            ],
-            "source": "judged",
-            "ref": request_id,
-        }
-        for request_id, prompt, response in judged
-    ]
-    return examples
 
 
 def count_examples(store: Store, alias: str, judged_min_score: float) -> int:
     """How many examples a dataset for ``alias`` could start from (before filtering)."""
-    return len(training_examples(store, alias, judged_min_score, limit=100_000))
+    [(count,)] = store.query(
+        f"SELECT (SELECT count(*) {FEEDBACK_ROWS}) + (SELECT count(*) {JUDGED_ROWS})",
+        [alias, alias, judged_min_score],
+    )
+    return int(count)
 
 
 def _short(metrics: dict[str, Any]) -> str:

@@ -128,14 +128,15 @@ class Triggers:
         self, alias: str, *, manual_reason: str | None = None, dry_run: bool = False
     ) -> Decision:
         """Decide whether ``alias`` should retrain now, record the decision, and return it."""
+        last = self._last_run_start(alias)  # read once: volume, schedule and cooldown use it
         if manual_reason is not None:
             trigger, why, drift_run = Trigger.MANUAL, f"operator: {manual_reason}", None
         else:
-            trigger, why, drift_run = self._condition(alias)
+            trigger, why, drift_run = self._condition(alias, last)
         if trigger is Trigger.NONE:
             decision = Decision(trigger, Verdict.NOT_TRIGGERED, why)
         else:
-            block = self._suppressed_by(alias, manual=trigger is Trigger.MANUAL)
+            block = self._suppressed_by(alias, last, manual=trigger is Trigger.MANUAL)
             if block:
                 decision = Decision(trigger, Verdict.SUPPRESSED, f"{why}; suppressed: {block}")
             else:
@@ -162,7 +163,7 @@ class Triggers:
 
     # --- conditions ---------------------------------------------------------------------------
 
-    def _condition(self, alias: str) -> tuple[Trigger, str, int | None]:
+    def _condition(self, alias: str, last: datetime | None) -> tuple[Trigger, str, int | None]:
         s = self.settings
         drift = self._drift(alias)
         if drift is not None:
@@ -175,7 +176,6 @@ class Triggers:
                     f"judge mean {mean:.2f} over the last {n} judgments < bar {s.quality_bar}",
                     None,
                 )
-        last = self._last_run_start(alias)
         if s.volume_examples is not None:
             fresh = self._feedback_since(alias, last)
             if fresh >= s.volume_examples:
@@ -223,14 +223,13 @@ class Triggers:
 
     # --- switches -----------------------------------------------------------------------------
 
-    def _suppressed_by(self, alias: str, *, manual: bool) -> str | None:
+    def _suppressed_by(self, alias: str, last: datetime | None, *, manual: bool) -> str | None:
         """The first safety switch that blocks a run, or None. An operator's manual run skips
         the cooldown (they asked for it now) but not the pause, the lock or the minimum data."""
         if is_paused(self.store, alias):
             return "paused by an operator"
         if RunLock(self.lock_dir, alias).held_elsewhere():
             return "a retrain run is already in progress"
-        last = self._last_run_start(alias)
         if not manual and last is not None:
             left = self.settings.cooldown_s - (self.clock() - last).total_seconds()
             if left > 0:

@@ -178,3 +178,28 @@ def test_the_run_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_data_floor_counts_what_a_dataset_would_start_from(store):
+    from retrain.loop import count_examples, training_examples
+
+    for i in range(2):
+        store.query(
+            "INSERT INTO feedback VALUES (?, ?, 'support', 'p', 'a', NULL, 'operator')",
+            [f"f{i}", NOW],
+        )
+    for i, score in enumerate([5.0, 4.0, 2.0]):  # two pass the 4.0 bar
+        store.query(
+            "INSERT INTO requests (request_id, started_at, route, model_alias, stream,"
+            " status_code, prompt_text, response_text) VALUES (?, ?, 'chat_completions',"
+            " 'support', false, 200, 'q', 'r')",
+            [f"r{i}", NOW],
+        )
+        store.query(
+            "INSERT INTO judgments (request_id, source, model_alias, judge, content_hash, outcome,"
+            " score, created_at) VALUES (?, 'traffic', 'support', 'rubric', ?, 'scored', ?, ?)",
+            [f"r{i}", f"h{i}", score, NOW],
+        )
+    examples = training_examples(store, "support", 4.0, limit=100)
+    assert [e["source"] for e in examples] == ["feedback", "feedback", "judged", "judged"]
+    assert count_examples(store, "support", 4.0) == len(examples) == 4
