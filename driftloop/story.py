@@ -52,7 +52,8 @@ class Exchange:
     answer: str
 
 
-def _clean(text: str) -> str:
+def clean_text(text: str) -> str:
+    """One line, single spaces: the corpus has stray non-breaking spaces and newlines."""
     return " ".join(text.split())
 
 
@@ -64,14 +65,16 @@ def chitchat(exclude_golden: bool = True) -> list[Exchange]:
     for c in chatterbot_conversations(list(CHAT_CATEGORIES)):
         if c.answer and c.prompt not in golden and c.prompt not in seen:
             seen.add(c.prompt)
-            out.append(Exchange(c.prompt, _clean(c.answer)))
+            out.append(Exchange(c.prompt, clean_text(c.answer)))
     return out
 
 
 def tech_support_problems() -> dict[str, str]:
     """Every distinct tech-support problem of the corpus with its answer (10 of them)."""
     return {
-        c.prompt: _clean(c.answer) for c in chatterbot_conversations([TECH_CATEGORY]) if c.answer
+        c.prompt: clean_text(c.answer)
+        for c in chatterbot_conversations([TECH_CATEGORY])
+        if c.answer
     }
 
 

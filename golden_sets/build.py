@@ -35,7 +35,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from driftloop.story import CHAT_CATEGORIES, HOUSE_PREFIX, TECH_CATEGORY
+from driftloop.story import CHAT_CATEGORIES, HOUSE_PREFIX, TECH_CATEGORY, clean_text
 from monitor.corpora import chatterbot_conversations
 from retrain.golden import (
     GOLDEN_DIR,
@@ -84,7 +84,7 @@ def _chitchat_rows(rng: random.Random) -> Rows:
         if conv.answer is None:
             continue
         key = _key(conv.prompt)
-        answers[key].add(_clean(conv.answer))
+        answers[key].add(clean_text(conv.answer))
         first.setdefault(key, (conv.category, conv.prompt))
     # Unambiguous (one answer), short answers only: a reference with rivals is not a reference.
     eligible = sorted(
@@ -110,7 +110,7 @@ def _chitchat_rows(rng: random.Random) -> Rows:
 def _tech_support_rows(rng: random.Random) -> tuple[Rows, list[str], list[str]]:
     problems = sorted(
         {
-            (c.prompt, _clean(c.answer))
+            (c.prompt, clean_text(c.answer))
             for c in chatterbot_conversations([TECH_CATEGORY])
             if c.answer
         }
@@ -150,10 +150,6 @@ def _row(
 
 def _key(text: str) -> str:
     return re.sub(r"[^a-z0-9' ]+", "", " ".join(text.casefold().split())).strip()
-
-
-def _clean(text: str) -> str:
-    return " ".join(text.split())  # the corpus has stray non-breaking spaces and newlines
 
 
 def _lower_first(text: str) -> str:
