@@ -64,6 +64,7 @@ from benchmarks.proxy_overhead import (
     start_stub,
     tree_cpu_s,
 )
+from benchmarks.report import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -583,15 +584,6 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def write_results(payload: dict[str, Any], folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"embedding_sidecar_impact-{dt.date.today().isoformat()}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
-    return path
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
@@ -653,7 +645,9 @@ def main(argv: list[str] | None = None) -> None:
     except (BenchError, StartError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise SystemExit(2) from None
-    console.print(f"results written to {write_results(payload, args.results_dir)}")
+    console.print(
+        f"results written to {write_results('embedding_sidecar_impact', payload, args.results_dir)}"
+    )
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.report import write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 DEFAULT_CACHE = Path(os.environ.get("DRIFTLOOP_CACHE_DIR", ROOT / ".cache")) / "embeddings"
@@ -353,15 +355,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def write_results(payload: dict[str, Any], folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"embedding_speed-{dt.date.today().isoformat()}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
-    return path
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -398,7 +391,9 @@ def main(argv: list[str] | None = None) -> None:
         child(args)
         return
     payload = benchmark(args)
-    console.print(f"results written to {write_results(payload, args.results_dir)}")
+    console.print(
+        f"results written to {write_results('embedding_speed', payload, args.results_dir)}"
+    )
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.report import write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = ROOT / "benchmarks" / "wrk_post.lua"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -664,15 +666,6 @@ def sidecar_metrics(target: Target) -> dict[str, float]:
     return metrics
 
 
-def write_results(payload: dict[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"proxy_overhead-{dt.date.today().isoformat()}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
-    return path
-
-
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -834,7 +827,9 @@ def main(argv: list[str] | None = None) -> None:
     except BenchError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise SystemExit(2) from None
-    console.print(f"results written to {write_results(payload).relative_to(ROOT)}")
+    console.print(
+        f"results written to {write_results('proxy_overhead', payload, RESULTS_DIR).relative_to(ROOT)}"
+    )
 
 
 if __name__ == "__main__":
