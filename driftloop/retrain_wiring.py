@@ -22,7 +22,7 @@ from monitor.store import Store
 from retrain.dataset import DatasetSettings, build_dataset
 from retrain.dataset_files import Dataset, iter_jsonl
 from retrain.deploy import Deployer, Route
-from retrain.gate import GatePolicy, ModelScores, decide, evaluate_model
+from retrain.gate import GatePolicy, run_gate
 from retrain.gate_report import write_report
 from retrain.golden import GoldenSet, golden_prompts, load_golden_set
 from retrain.guard import GuardSettings, PostDeployGuard
@@ -206,12 +206,15 @@ class GoldenGate:
     def __call__(self, candidate: Adapter, production: Route) -> GateOutcome:
         golden = self.golden[candidate.model_alias]
         self.admin.load(candidate.served_name, candidate.path)  # served to be measured
-        scores = self._score(candidate.served_name, golden)
-        base = self._score(self.base_model, golden)
-        current = (
-            base if production.adapter is None else self._score(production.served_name, golden)
+        report = run_gate(
+            self.client,
+            golden,
+            candidate=candidate.served_name,
+            production=production.served_name,  # the base model's name when no adapter serves
+            base=self.base_model,
+            policy=self.policy,
+            max_tokens=self.max_tokens,
         )
-        report = decide(scores, current, base, self.policy)
         paths = write_report(report, self.reports_dir / candidate.id)
         return GateOutcome(
             passed=report.passed,
@@ -220,9 +223,6 @@ class GoldenGate:
             golden_set=golden.ref,
             report_path=paths["html"],
         )
-
-    def _score(self, served: str, golden: GoldenSet) -> ModelScores:
-        return evaluate_model(self.client, served, golden, max_tokens=self.max_tokens)
 
 
 def register_seed_dataset(loop: RetrainLoop, alias: str, path: Path) -> Dataset | None:
