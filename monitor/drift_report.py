@@ -51,7 +51,8 @@ def summary_png(runs: list[dict[str, Any]], alpha: float = 0.01) -> bytes:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    aliases = sorted({r["model_alias"] for r in runs}) or ["(no runs)"]
+    # An alias whose windows are still too small has nothing to draw: the HTML lists it.
+    aliases = sorted({r["model_alias"] for r in runs if r["p_value"] is not None}) or ["(no runs)"]
     fig, axes = plt.subplots(len(aliases), 2, figsize=(12, 3.6 * len(aliases)), squeeze=False)
     for row_axes, alias in zip(axes, aliases, strict=True):
         mine = [r for r in runs if r["model_alias"] == alias]
