@@ -9,8 +9,14 @@ comes just before ``[DONE]`` and the other chunks carry no ``usage`` key, as vLL
 ``GET /v1/models`` and ``GET /health`` answer too. The ``model`` of the request is echoed.
 
 Request headers turn on knobs for tests (the path without them stays as fast as possible):
-``x-stub-status: 429`` answers that status with an OpenAI-style error body, and
-``x-stub-chunk-delay-ms: 50`` sleeps that long between stream events.
+``x-stub-status: 429`` answers that status with an OpenAI-style error body,
+``x-stub-chunk-delay-ms: 50`` sleeps that long between stream events,
+``x-stub-first-byte-delay-ms: 500`` waits that long before the response headers, and
+``x-stub-fault: close`` or ``stall`` breaks the answer after ``x-stub-fault-after`` stream events
+(default 3), or half-way through a whole answer (then sent chunked): ``close`` drops the connection
+without the terminating chunk, ``stall`` sends nothing more until the client goes away.
+``x-stub-echo: 1`` on any method and path answers 200 with what arrived, as JSON: ``method``,
+``path``, ``raw_path``, ``query``, ``headers`` (name -> value) and ``body`` (bytes as latin-1).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -158,13 +165,72 @@ async def _disconnected_within(receive: Receive, seconds: float) -> bool:
     return bool(message["type"] == "http.disconnect")
 
 
-async def _stream(send: Send, receive: Receive, events: tuple[bytes, ...], delay_s: float) -> None:
+class StubFaultError(Exception):
+    """Raised after the response started: uvicorn then drops the connection mid-body."""
+
+
+@dataclass(frozen=True)
+class _Faults:
+    delay_s: float = 0.0  # between stream events
+    first_byte_s: float = 0.0
+    fault: str = ""  # "", "close" or "stall"
+    after: int = 3  # stream events sent before the fault
+
+    @classmethod
+    def parse(cls, knobs: dict[bytes, bytes]) -> _Faults:
+        fault = knobs.get(b"x-stub-fault", b"").decode()
+        if fault not in ("", "close", "stall"):
+            raise ValueError(f"x-stub-fault must be close or stall, not {fault!r}")
+        return cls(
+            delay_s=int(knobs.get(b"x-stub-chunk-delay-ms", 0)) / 1000,
+            first_byte_s=int(knobs.get(b"x-stub-first-byte-delay-ms", 0)) / 1000,
+            fault=fault,
+            after=int(knobs.get(b"x-stub-fault-after", 3)),
+        )
+
+
+_NO_FAULTS = _Faults()
+
+
+async def _break(receive: Receive, fault: str) -> None:
+    if fault == "stall":
+        while not await _disconnected_within(receive, 3600):
+            pass
+        return
+    raise StubFaultError("x-stub-fault: close")
+
+
+async def _stream(send: Send, receive: Receive, events: tuple[bytes, ...], faults: _Faults) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-    for event in events:
+    for i, event in enumerate(events):
+        if faults.fault and i == faults.after:
+            await _break(receive, faults.fault)
+            return
         await send({"type": "http.response.body", "body": event, "more_body": True})
-        if delay_s and await _disconnected_within(receive, delay_s):
+        if faults.delay_s and await _disconnected_within(receive, faults.delay_s):
             return
     await send({"type": "http.response.body", "body": b""})
+
+
+async def _whole_with_fault(send: Send, receive: Receive, body: bytes, fault: str) -> None:
+    """Half of ``body`` sent chunked (no content-length), then the fault."""
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
+    await _break(receive, fault)
+
+
+async def _echo(scope: Scope, receive: Receive, send: Send) -> None:
+    body = await _read_body(receive)
+    seen = {
+        "method": scope["method"],
+        "path": scope["path"],
+        "raw_path": scope.get("raw_path", b"").decode("latin-1"),
+        "query": scope.get("query_string", b"").decode("latin-1"),
+        "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+        "body": body.decode("latin-1"),
+    }
+    await _respond(send, 200, _dump(seen))
 
 
 async def _chat(scope: Scope, receive: Receive, send: Send) -> None:
@@ -175,26 +241,35 @@ async def _chat(scope: Scope, receive: Receive, send: Send) -> None:
         if not isinstance(request, dict):
             raise ValueError("the body is not a JSON object")
         status = int(knobs.get(b"x-stub-status", 200))
-        delay_s = int(knobs.get(b"x-stub-chunk-delay-ms", 0)) / 1000
+        faults = _Faults.parse(knobs) if knobs else _NO_FAULTS
+        options = request.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise ValueError("stream_options must be an object")  # as vLLM's validation says
     except ValueError as exc:
         await _respond(send, 400, error_body(400, f"bad request: {exc}"))
+        return
+    if faults.first_byte_s and await _disconnected_within(receive, faults.first_byte_s):
         return
     if status != 200:
         await _respond(send, status, error_body(status, f"stub answered {status} as asked"))
         return
     model = str(request.get("model") or DEFAULT_MODEL)
     if not request.get("stream"):
-        await _respond(send, 200, completion_body(model))
+        if faults.fault:
+            await _whole_with_fault(send, receive, completion_body(model), faults.fault)
+        else:
+            await _respond(send, 200, completion_body(model))
         return
-    options = request.get("stream_options") or {}
-    include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
-    await _stream(send, receive, stream_events(model, include_usage), delay_s)
+    include_usage = bool(options and options.get("include_usage"))
+    await _stream(send, receive, stream_events(model, include_usage), faults)
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     """The ASGI app (HTTP only; run it with lifespan off)."""
     method, path = scope["method"], scope["path"]
-    if method == "POST" and path == "/v1/chat/completions":
+    if any(name == b"x-stub-echo" for name, _ in scope["headers"]):
+        await _echo(scope, receive, send)
+    elif method == "POST" and path == "/v1/chat/completions":
         await _chat(scope, receive, send)
     elif method == "GET" and path == "/health":
         await _respond(send, 200, _HEALTH)

@@ -6,14 +6,21 @@ per file), e.g. ``driftloop requests`` while the service runs.
 
 from __future__ import annotations
 
-import hmac
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from driftloop.api_guard import ApiGuard
+from driftloop.audit import AuditLog, AuditMetrics
+from driftloop.auth import OPERATOR, Authenticator, RateLimiter
 from judges.judgments import recent_judgments
 from monitor.aliases import AliasTable
 from monitor.drift_report import latest_runs
@@ -21,8 +28,39 @@ from monitor.sidecar import Sidecar
 from monitor.store import Store
 
 # Annotations are resolved from module globals (PEP 563), so dependencies used in them live here.
-BEARER = HTTPBearer(auto_error=False)
-ACTOR = "operator"  # one shared token today; per-person tokens would name the person here
+# The scheme only documents the token in the OpenAPI page; ApiGuard decides who the caller is.
+BEARER = HTTPBearer(auto_error=False, description="the control API token")
+OPENAPI_URL = "/api/v1/openapi.json"
+
+
+def _guarded(request: Request) -> None:
+    """Fail closed should the app ever be served without ApiGuard in front of it."""
+    if request.scope.get("state", {}).get("actor") != OPERATOR:
+        raise HTTPException(401, "missing or wrong bearer token")
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: a lone surrogate echoed from a request must not crash it."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return AsciiJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, StarletteHTTPException):
+        raise exc
+    headers = getattr(exc, "headers", None)
+    return AsciiJSONResponse({"detail": exc.detail}, exc.status_code, headers=headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    # ApiGuard audits the exception; the client gets JSON like every other answer.
+    return AsciiJSONResponse({"detail": f"internal error: {type(exc).__name__}"}, 500)
 
 
 def create_api(
@@ -31,56 +69,29 @@ def create_api(
     sidecar: Sidecar,
     aliases: AliasTable,
     routers: Sequence[APIRouter] = (),
-) -> FastAPI:
-    """Build the control API app around the running sidecar's components (plus extra routers)."""
+    *,
+    registry: CollectorRegistry | None = None,
+    unauthenticated_rate_per_s: float = 5.0,
+    unauthenticated_burst: int = 20,
+) -> ApiGuard:
+    """Build the control API (FastAPI behind ``ApiGuard``) around the running sidecar's parts."""
     if len(token) < 16:
         raise ValueError("the control API token must be at least 16 characters")
+    audit = AuditLog(store, AuditMetrics(registry or CollectorRegistry()))
 
-    def require_token(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-    ) -> None:
-        if credentials is None or not hmac.compare_digest(credentials.credentials, token):
-            raise HTTPException(
-                status_code=401,
-                detail="missing or wrong bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    # Every route requires the token; the OpenAPI page is switched off for the same reason.
+    # Every route requires the token (ApiGuard); the OpenAPI document too, so it is served.
     app = FastAPI(
         title="driftloop control API",
         version="1",
-        dependencies=[Depends(require_token)],
+        dependencies=[Depends(BEARER), Depends(_guarded)],
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url=OPENAPI_URL,
+        default_response_class=AsciiJSONResponse,
     )
-
-    @app.middleware("http")
-    async def audit(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        if store is not None:
-            authorized = hmac.compare_digest(
-                request.headers.get("authorization", ""), f"Bearer {token}"
-            )
-            # routes that change something put what they were asked into request.state.audit
-            asked = {**request.query_params, **getattr(request.state, "audit", {})}
-            detail = json.dumps(asked, default=str) if asked else None
-            store.query(
-                "INSERT INTO audit_log (actor, client, method, path, status_code, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    ACTOR if authorized else "anonymous",
-                    request.client.host if request.client else None,
-                    request.method,
-                    request.url.path,
-                    response.status_code,
-                    detail,
-                ],
-            )
-        return response
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
 
     @app.get("/api/v1/status")
     def status() -> dict[str, Any]:
@@ -110,9 +121,10 @@ def create_api(
 
     @app.get("/api/v1/audit")
     def audit_log(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
-        """The most recent control API calls, newest first."""
+        """The most recent control API calls, newest first (calls buffered so far included)."""
         if store is None:
             raise HTTPException(status_code=503, detail="the capture store is not open")
+        audit.flush(force=True)
         cur = store.cursor()
         cur.execute(
             "SELECT id, occurred_at, actor, client, method, path, status_code, detail FROM audit_log"
@@ -134,7 +146,8 @@ def create_api(
 
     for router in routers:
         app.include_router(router)
-    return app
+    limiter = RateLimiter(unauthenticated_rate_per_s, unauthenticated_burst)
+    return ApiGuard(app, Authenticator(token), audit, limiter)
 
 
 REQUEST_SUMMARY_COLUMNS = (

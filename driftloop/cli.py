@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -13,7 +14,7 @@ from typing import Any
 import click
 
 from driftloop import cli_loop
-from driftloop.config import Config, ConfigError, load_config
+from driftloop.config import Config, ConfigError, check_api_token, load_config
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -54,6 +55,12 @@ def cli(verbose: bool) -> None:
 def check_config(config_path: Path | None) -> None:
     """Validate the configuration and print it with overrides applied."""
     cfg = _load(config_path)
+    token = os.environ.get(cfg.api.token_env)
+    if token:  # unset is fine: serve generates one
+        try:
+            check_api_token(token, cfg.api.token_env)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
     click.echo("configuration OK", err=True)
 
@@ -64,7 +71,10 @@ def serve_command(config_path: Path | None) -> None:
     """Run the sidecar (and vLLM, when vllm.launch is true) until interrupted."""
     from driftloop.service import serve
 
-    serve(_load(config_path))
+    try:
+        serve(_load(config_path))
+    except ConfigError as exc:  # a bad token, a busy port, a host that does not resolve
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.group("model")
@@ -206,6 +216,7 @@ def judges_calibrate(
     sidecar, so nothing is captured) and its tokens do not count against the service's budget.
     """
     from driftloop.service import rubric_judge
+    from driftloop.upstream import upstream_api_key
     from judges.calibration import calibrate
     from judges.examples import CALIBRATION_SET, ExampleSetError, load_examples
     from judges.rubric import RubricError
@@ -214,7 +225,9 @@ def judges_calibrate(
     path = set_path or cfg.judges.calibration_set or CALIBRATION_SET
     try:
         examples = load_examples(path)
-        judge = rubric_judge(cfg, _upstream_url(cfg))
+        # A launched vLLM's per-start key is unknown here: calibrating against it needs the key
+        # in vllm.api_key_env's variable (as the service then uses it too).
+        judge = rubric_judge(cfg, _upstream_url(cfg), upstream_api_key(cfg))
     except (ExampleSetError, RubricError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     examples = examples[:limit] if limit else examples

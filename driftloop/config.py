@@ -10,21 +10,38 @@ Every field is documented once, here. Loading never half-succeeds: any bad key o
 
 from __future__ import annotations
 
-import json
+import ipaddress
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-ENV_PREFIX = "DRIFTLOOP__"
+from driftloop.config_loading import (
+    ENV_PREFIX,
+    ConfigError,
+    apply_env_overrides,
+    check_api_token,
+    describe,
+    hosts_overlap,
+    listen_host,
+    read_toml,
+)
+from monitor.paths import DEFAULT_FORWARD_PATHS
+from monitor.redaction import compile_pattern
+from monitor.sampling import LOOPBACK_NETWORKS
 
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the key and the value."""
+__all__ = ["ENV_PREFIX", "Config", "ConfigError", "check_api_token", "load_config"]
 
 
 class _Section(BaseModel):
@@ -37,14 +54,45 @@ class SidecarConfig(_Section):
     upstream_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL of the vLLM OpenAI server being watched."
     )
-    upstream_timeout_s: float = Field(
-        600.0, gt=0, description="Total time allowed for one upstream request, streams included."
+    first_byte_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="Time allowed for the upstream's response headers (a whole answer's generation).",
+    )
+    idle_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Longest silence between two chunks of an upstream body; a stream may run longer.",
     )
     upstream_connect_timeout_s: float = Field(
         5.0, gt=0, description="Time allowed to open a connection to the upstream."
     )
     max_connections: int = Field(
         512, ge=1, description="Upper bound on pooled upstream connections."
+    )
+    forward_paths: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_FORWARD_PATHS),
+        description="Paths the proxy forwards (`prefix/*` allows below prefix); others get a 404.",
+    )
+    max_request_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Larger request bodies are refused with a 413."
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="Larger request lines plus headers are refused with a 431."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Time a client has to send its request headers (408, or an idle close).",
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="Time a client has to send its whole request body (408)."
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="An idle kept-alive client connection is closed after this long."
+    )
+    max_client_connections: int = Field(
+        1024, ge=1, description="Open client connections at most; more are refused with a 503."
     )
 
     @field_validator("upstream_url")
@@ -53,6 +101,23 @@ class SidecarConfig(_Section):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("forward_paths")
+    @classmethod
+    def _absolute_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"path {path!r} must start with '/'")
+        return value
+
+    _host = field_validator("host")(listen_host)
+
+
+Detector = Literal["secrets", "cards", "emails"]  # monitor.redaction.DETECTORS (a test checks)
+
+
+def _all_detectors() -> list[Detector]:
+    return ["secrets", "cards", "emails"]
 
 
 class CaptureConfig(_Section):
@@ -67,6 +132,10 @@ class CaptureConfig(_Section):
         default_factory=dict,
         description="Per public model name capture share, overriding the default.",
     )
+    trusted_networks: list[str] = Field(
+        default_factory=lambda: list(LOOPBACK_NETWORKS),
+        description="CIDRs whose `x-driftloop-capture: force|skip` header is honoured (others: ignored).",
+    )
     queue_size: int = Field(
         10_000, ge=1, description="Captured requests held in memory before new ones are dropped."
     )
@@ -77,10 +146,36 @@ class CaptureConfig(_Section):
     max_body_bytes: int = Field(
         4_000_000, ge=1024, description="Larger request or response bodies are not captured."
     )
+    max_buffer_bytes: int = Field(
+        256 * 2**20,
+        ge=2**20,
+        description="Bytes of captured bodies held in memory (waiting, or retried while the store"
+        " fails) before new captures are dropped.",
+    )
+    max_batch_bytes: int = Field(
+        16 * 2**20,
+        ge=2**16,
+        description="Bytes of bodies per DuckDB append; bounds the copies one flush makes.",
+    )
+    duckdb_memory_limit_bytes: int = Field(
+        256 * 2**20, ge=64 * 2**20, description="DuckDB's buffer pool limit (its memory_limit)."
+    )
+    duckdb_threads: int = Field(2, ge=1, description="Threads DuckDB may use for its queries.")
     redact_patterns: list[str] = Field(
         default_factory=list,
-        description="Regular expressions whose matches are replaced by [REDACTED] before storage.",
+        description="Extra regular expressions whose matches are replaced by [REDACTED] before storage.",
     )
+    redact_detectors: list[Detector] = Field(
+        default_factory=_all_detectors,
+        description="Built-in detectors redacted before storage: secrets (API keys, tokens, passwords), cards (Luhn-checked), emails.",
+    )
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            compile_pattern(pattern)  # raises ValueError naming the pattern and the regex error
+        return value
 
     @field_validator("sample_rates")
     @classmethod
@@ -88,6 +183,18 @@ class CaptureConfig(_Section):
         for model, rate in value.items():
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"rate for {model!r} is {rate}, must be within [0, 1]")
+        return value
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{network!r} is not a network (CIDR such as 10.0.0.0/8)"
+                ) from None
         return value
 
 
@@ -105,6 +212,12 @@ class VLLMConfig(_Section):
     max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank a launched vLLM accepts.")
     kv_cache_gib: int = Field(1, ge=1, description="KV cache size of a launched CPU vLLM.")
     start_timeout_s: float = Field(300.0, gt=0, description="Time allowed for vLLM to get healthy.")
+    api_key_env: str = Field(
+        "DRIFTLOOP_VLLM_API_KEY",
+        description="Env var with vLLM's API key: a launched vLLM uses it (else a fresh random"
+        " key per start); an external upstream gets it in place of the client's Authorization"
+        " header (unset: that header passes through).",
+    )
 
 
 class DriftConfig(_Section):
@@ -350,6 +463,17 @@ class ApiConfig(_Section):
         "DRIFTLOOP_API_TOKEN", description="Environment variable holding the bearer token."
     )
 
+    _host = field_validator("host")(listen_host)
+    unauthenticated_rate_per_s: float = Field(
+        5.0,
+        gt=0,
+        description="Calls per second one client may make without a valid token (401s);"
+        " beyond it they get 429 and are audited as one row with a count.",
+    )
+    unauthenticated_burst: int = Field(
+        20, ge=1, description="Calls without a valid token one client may make in a burst."
+    )
+
 
 class GrafanaConfig(_Section):
     url: str = Field(
@@ -400,63 +524,44 @@ class Config(_Section):
         Path(".cache"), description="Where converted models and other rebuildable files live."
     )
 
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Config:
+        """Two servers on one port fail only at serve; say which keys clash before that."""
+        listeners = [("sidecar.port", self.sidecar.host, self.sidecar.port)]
+        listeners.append(("api.port", self.api.host, self.api.port))
+        if self.vllm.launch:
+            listeners.append(("vllm.port", "127.0.0.1", self.vllm.port))
+        for i, (key, host, port) in enumerate(listeners):
+            for other, other_host, other_port in listeners[:i]:
+                if port and port == other_port and hosts_overlap(host, other_host):
+                    raise ValueError(f"{key} = {port} is also {other}; each server needs its own")
+        upstream = urlsplit(self.sidecar.upstream_url)
+        upstream_port = upstream.port or (443 if upstream.scheme == "https" else 80)
+        upstream_host = upstream.hostname or ""
+        local = upstream_host in {"localhost", "::1"} or upstream_host.startswith("127.")
+        if (
+            not self.vllm.launch
+            and upstream_port == self.sidecar.port
+            and (
+                upstream_host == self.sidecar.host
+                or (local and hosts_overlap(upstream_host, self.sidecar.host))
+            )
+        ):
+            raise ValueError(
+                f"sidecar.upstream_url = {self.sidecar.upstream_url!r} is the sidecar itself"
+                f" (sidecar.port = {self.sidecar.port}); point it at vLLM"
+            )
+        return self
+
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
     """Read ``path`` (or defaults), apply environment overrides, and validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    _apply_env_overrides(raw, os.environ if environ is None else environ)
+    raw = read_toml(path) if path is not None else {}
+    origins = apply_env_overrides(raw, os.environ if environ is None else environ, Config)
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, raw, path)) from None
-
-
-def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
-    """``DRIFTLOOP__CAPTURE__SAMPLE_RATE=0.1`` sets ``capture.sample_rate``; values parse as JSON."""
-    for name, text in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
-        node = raw
-        for key in keys[:-1]:
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"{name}: {'.'.join(keys[:-1])} is not a section")
-            node = child
-        try:
-            node[keys[-1]] = json.loads(text)
-        except json.JSONDecodeError:
-            node[keys[-1]] = text  # a bare string such as a URL or a path
-
-
-def _describe(exc: ValidationError, raw: Mapping[str, Any], path: Path | None) -> str:
-    where = f" in {path}" if path else ""
-    lines = [f"invalid configuration{where}:"]
-    for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"])
-        if error["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key")
-            continue
-        value = _lookup(raw, error["loc"])
-        lines.append(f"  {key} = {value!r}: {error['msg']}")
-    return "\n".join(lines)
-
-
-def _lookup(raw: Mapping[str, Any], loc: tuple[int | str, ...]) -> Any:
-    node: Any = raw
-    for part in loc:
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        else:
-            return "<missing>"
-    return node
+        raise ConfigError(describe(exc, raw, path, origins)) from None
 
 
 def documented_keys() -> dict[str, str]:

@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from driftloop.auth import OPERATOR
 from retrain.loop import RetrainLoop
 from retrain.registry import RegistryError, Status, check_name
 from retrain.triggers import set_paused, set_pinned
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-Alias = Annotated[str, Path(pattern=NAME_PATTERN, description="public model alias")]
-AdapterId = Annotated[str, Path(pattern=NAME_PATTERN, description="adapter id")]
-OPERATOR = "operator"
+# Letters, digits, '.', '_', '-', never two dots in a row (no traversal): the registry's own rule
+# (retrain.registry.check_name), said here so a bad name is a 422 before any route runs.
+NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.?$"
+NAME_MAX = 64
+Alias = Annotated[
+    str, Path(pattern=NAME_PATTERN, max_length=NAME_MAX, description="public model alias")
+]
+AdapterId = Annotated[
+    str, Path(pattern=NAME_PATTERN, max_length=NAME_MAX, description="adapter id")
+]
 
 
 class _Body(BaseModel):
@@ -34,26 +42,31 @@ class Reason(_Body):
 
 
 class RetrainRequest(Reason):
-    model: str = Field(pattern=NAME_PATTERN)
+    model: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX)
 
 
 class DryRunRequest(_Body):
-    model: str = Field(pattern=NAME_PATTERN)
+    model: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX)
 
 
 class PinRequest(Reason):
-    adapter_id: str | None = Field(default=None, pattern=NAME_PATTERN)
+    adapter_id: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=NAME_MAX)
 
 
 class Feedback(_Body):
-    model: str = Field(pattern=NAME_PATTERN)
+    model: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX)
     prompt: str = Field(min_length=1, max_length=20_000)
     answer: str = Field(min_length=1, max_length=20_000)
     request_id: str | None = Field(default=None, max_length=64)
 
 
-def loop_router(loop: RetrainLoop, known_aliases: Any) -> APIRouter:
-    """Routes over a running loop; ``known_aliases()`` bounds which aliases may be named."""
+def loop_router(
+    loop: RetrainLoop, known_aliases: Any, redact: Callable[[str], str] = lambda text: text
+) -> APIRouter:
+    """Routes over a running loop; ``known_aliases()`` bounds which aliases may be named.
+
+    ``redact`` is the capture redactor: feedback text is stored as redacted as captured traffic.
+    """
     router = APIRouter(prefix="/api/v1")
     store, registry, deployer = loop.store, loop.registry, loop.deployer
 
@@ -70,7 +83,7 @@ def loop_router(loop: RetrainLoop, known_aliases: Any) -> APIRouter:
 
     @router.get("/retrain/runs")
     def retrain_runs(
-        model: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+        model: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=NAME_MAX)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 20,
     ) -> list[dict[str, Any]]:
         """Retrain runs, newest first, with their stage timeline."""
@@ -85,7 +98,7 @@ def loop_router(loop: RetrainLoop, known_aliases: Any) -> APIRouter:
 
     @router.get("/retrain/decisions")
     def retrain_decisions(
-        model: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+        model: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=NAME_MAX)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> list[dict[str, Any]]:
         """Trigger decisions, including the ones that did not start a run, newest first."""
@@ -164,7 +177,7 @@ def loop_router(loop: RetrainLoop, known_aliases: Any) -> APIRouter:
 
     @router.get("/adapters")
     def adapters(
-        model: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+        model: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=NAME_MAX)] = None,
     ) -> list[dict[str, Any]]:
         return [_jsonable(a.as_dict()) for a in registry.versions(model)]
 
@@ -208,7 +221,7 @@ def loop_router(loop: RetrainLoop, known_aliases: Any) -> APIRouter:
 
     @router.get("/evaluations")
     def evaluations(
-        adapter_id: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+        adapter_id: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=NAME_MAX)] = None,
     ) -> list[dict[str, Any]]:
         return _jsonable(
             store.records(
@@ -231,8 +244,8 @@ def loop_router(loop: RetrainLoop, known_aliases: Any) -> APIRouter:
                 feedback_id,
                 datetime.now(UTC),
                 alias,
-                body.prompt,
-                body.answer,
+                redact(body.prompt),
+                redact(body.answer),
                 body.request_id,
                 OPERATOR,
             ],

@@ -53,12 +53,16 @@ def build_retrain(
     upstream_url: str,
     base_model_dir: Path,
     retrain_aliases: Callable[[], list[str]],
+    upstream_api_key: str | None = None,
 ) -> RetrainParts:
-    """The loop for every alias ``retrain_aliases()`` names (configured aliases only)."""
+    """The loop for every alias ``retrain_aliases()`` names (configured aliases only).
+
+    Deployer and gate call vLLM directly (not through the sidecar) with ``upstream_api_key``.
+    """
     r = cfg.retrain
     work = cfg.cache_dir.absolute() / "retrain"  # paths go to a subprocess and to vLLM
     metrics = LoopMetrics(registry)
-    admin = VLLMAdmin(upstream_url)
+    admin = VLLMAdmin(upstream_url, api_key=upstream_api_key)
     models = Registry(store)
     deployer = Deployer(
         models,
@@ -94,7 +98,10 @@ def build_retrain(
         lock_dir=settings.lock_dir,
         available_examples=lambda alias: count_examples(store, alias, r.judged_min_score),
     )
-    client = OpenAI(base_url=f"{upstream_url}/v1", api_key="driftloop", max_retries=2)
+    # A vLLM without a key accepts any; the SDK insists on one.
+    client = OpenAI(
+        base_url=f"{upstream_url}/v1", api_key=upstream_api_key or "driftloop", max_retries=2
+    )
     loop = RetrainLoop(
         store,
         models,

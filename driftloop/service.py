@@ -8,19 +8,21 @@ import logging
 import os
 import secrets
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import uvicorn
 import uvloop
 from prometheus_client import CollectorRegistry
 
 from driftloop.api import create_api
-from driftloop.config import Config
+from driftloop.api_guard import ApiGuard
+from driftloop.api_server import ApiServer, ApiServerError
+from driftloop.config import Config, check_api_token
 from driftloop.loop_api import loop_router
 from driftloop.retrain_wiring import RetrainParts, build_retrain
 from driftloop.scheduling import Job, Jobs
+from driftloop.upstream import default_model_dir, open_upstream
 from judges.anchors import AnchorJob
 from judges.budget import DailyBudget, spent_in_store
 from judges.client import Endpoint
@@ -34,12 +36,16 @@ from judges.runner import Runner
 from monitor.aliases import AliasTable
 from monitor.drift_job import DriftJob, DriftSettings
 from monitor.embedding_job import EmbeddingWorker, embed_pending
+from monitor.faults import Faults
+from monitor.limits import ClientLimits
+from monitor.memory import tune_allocator
 from monitor.metrics import DriftMetrics, SidecarMetrics
 from monitor.proxy import OpenAIProxy
 from monitor.redaction import PatternRedactor
-from monitor.sampling import Sampler
+from monitor.sampling import Sampler, TrustedNetworks
 from monitor.sidecar import Sidecar
-from monitor.store import Store, StoreError
+from monitor.store import Store, StoreCorruptError, StoreError
+from monitor.urls import redact_url
 from monitor.writer import CaptureWriter
 
 log = logging.getLogger(__name__)
@@ -70,9 +76,17 @@ class Components:
 
 
 def build_components(
-    cfg: Config, upstream_url: str, registry: CollectorRegistry | None = None
+    cfg: Config,
+    upstream_url: str,
+    registry: CollectorRegistry | None = None,
+    *,
+    upstream_api_key: str | None = None,
 ) -> Components:
-    """Everything the sidecar needs, built from config; an unopenable store disables capture only."""
+    """Everything the sidecar needs, built from config; an unopenable store disables capture only.
+
+    ``upstream_api_key`` is vLLM's key: the proxy, the judges and the retrain loop send it, and
+    clients never need it (None: clients' own Authorization headers reach the upstream).
+    """
     registry = registry or CollectorRegistry()
     metrics = SidecarMetrics(registry)
     known = {cfg.vllm.served_model_name, *cfg.capture.sample_rates, *cfg.aliases.values()}
@@ -80,18 +94,21 @@ def build_components(
     store = None
     writer = None
     if cfg.capture.enabled:
-        try:
-            store = Store.open(cfg.capture.db_path)
-        except StoreError as exc:
-            # Fail open: traffic flows, capture losses are counted as store_unavailable.
-            log.error("capture disabled: %s", exc)
+        tune_allocator()
+        faults = Faults.from_env()
+        store, opener, problem = _open_store(cfg, faults)
         writer = CaptureWriter(
             store,
             metrics,
+            opener=opener,
+            problem=problem,
+            faults=faults,
             queue_size=cfg.capture.queue_size,
+            max_buffer_bytes=cfg.capture.max_buffer_bytes,
             batch_size=cfg.capture.batch_size,
+            max_batch_bytes=cfg.capture.max_batch_bytes,
             flush_interval_s=cfg.capture.flush_interval_s,
-            redact=PatternRedactor(cfg.capture.redact_patterns),
+            redact=redactor(cfg),
         )
     proxy = OpenAIProxy(
         upstream_url,
@@ -99,17 +116,22 @@ def build_components(
         aliases=aliases,
         sampler=Sampler(cfg.capture.sample_rate, cfg.capture.sample_rates),
         writer=writer,
-        timeout_s=cfg.sidecar.upstream_timeout_s,
+        first_byte_timeout_s=cfg.sidecar.first_byte_timeout_s,
+        idle_timeout_s=cfg.sidecar.idle_timeout_s,
         connect_timeout_s=cfg.sidecar.upstream_connect_timeout_s,
         max_connections=cfg.sidecar.max_connections,
         max_body_bytes=cfg.capture.max_body_bytes,
+        limits=client_limits(cfg),
+        forward_paths=cfg.sidecar.forward_paths,
+        trusted_networks=TrustedNetworks(cfg.capture.trusted_networks),
+        upstream_api_key=upstream_api_key,
     )
     parts = Components(Sidecar(proxy, writer), store, aliases, registry)
     if cfg.drift.enabled and store is not None:
         parts.embedder, parts.jobs = _drift_jobs(cfg, store, registry, aliases)
     if cfg.judges.enabled and store is not None:
         # Independent of drift: judging runs (and fails) on its own; the proxy never waits on it.
-        judge_jobs = _judge_jobs(cfg, store, registry, aliases, upstream_url)
+        judge_jobs = _judge_jobs(cfg, store, registry, aliases, upstream_url, upstream_api_key)
         if parts.jobs is None:
             parts.jobs = Jobs(judge_jobs)
         else:
@@ -125,6 +147,7 @@ def build_components(
             or cfg.vllm.model_dir
             or default_model_dir(cfg),
             retrain_aliases=lambda: sorted(cfg.aliases),
+            upstream_api_key=upstream_api_key,
         )
         retrain_job = Job("retrain", parts.retrain.loop.tick, cfg.retrain.interval_s)
         if parts.jobs is None:
@@ -132,6 +155,46 @@ def build_components(
         else:
             parts.jobs.jobs.append(retrain_job)
     return parts
+
+
+def _open_store(
+    cfg: Config, faults: Faults
+) -> tuple[Store | None, Callable[[], Store] | None, str | None]:
+    """The capture store, or why not and how the writer retries (None: it must not retry)."""
+
+    def opener() -> Store:
+        return Store.open(
+            cfg.capture.db_path,
+            memory_limit_bytes=cfg.capture.duckdb_memory_limit_bytes,
+            threads=cfg.capture.duckdb_threads,
+            verify=True,  # a mangled block fails here, naming the file, not in a later query
+            faults=faults,
+        )
+
+    try:
+        return opener(), None, None
+    except StoreCorruptError as exc:
+        # Fail open: traffic flows, and captures are dropped (counted) until an operator acts.
+        log.error("capture disabled: %s", exc)
+        return None, None, str(exc)
+    except StoreError as exc:
+        # Maybe transient (a full disk, a missing mount): the writer retries with backoff and
+        # buffers meanwhile. Drift, judges and retrain need the store at start: they stay off.
+        log.error("capture store unavailable, retrying in the background: %s", exc)
+        return None, opener, str(exc)
+
+
+def client_limits(cfg: Config) -> ClientLimits:
+    """What one client may make the sidecar hold (sidecar.* limits)."""
+    side = cfg.sidecar
+    return ClientLimits(
+        max_body_bytes=side.max_request_body_bytes,
+        max_header_bytes=side.max_header_bytes,
+        header_timeout_s=side.header_timeout_s,
+        body_timeout_s=side.body_timeout_s,
+        keep_alive_timeout_s=side.keep_alive_timeout_s,
+        max_connections=side.max_client_connections,
+    )
 
 
 def reconcile_deployments(parts: Components) -> None:
@@ -146,12 +209,16 @@ def reconcile_deployments(parts: Components) -> None:
             log.error("could not reconcile %s with vLLM: %s", alias, exc)
 
 
-def rubric_judge(cfg: Config, upstream_url: str) -> RubricJudge:
+def rubric_judge(
+    cfg: Config, upstream_url: str, upstream_api_key: str | None = None
+) -> RubricJudge:
     """The configured LLM judge; its endpoint defaults to the upstream vLLM and its served model."""
     endpoint = Endpoint(
         base_url=cfg.judges.base_url or f"{upstream_url.rstrip('/')}/v1",
         model=cfg.judges.model or cfg.vllm.served_model_name,
         api_key_env=cfg.judges.api_key_env,
+        # vLLM's key goes only to vLLM: a separately configured judge keeps judges.api_key_env.
+        api_key_value=None if cfg.judges.base_url else upstream_api_key,
         timeout_s=cfg.judges.timeout_s,
         max_retries=cfg.judges.max_retries,
         backoff_s=cfg.judges.backoff_s,
@@ -165,12 +232,17 @@ def rubric_judge(cfg: Config, upstream_url: str) -> RubricJudge:
 
 
 def _judge_jobs(
-    cfg: Config, store: Store, registry: CollectorRegistry, aliases: AliasTable, upstream_url: str
+    cfg: Config,
+    store: Store,
+    registry: CollectorRegistry,
+    aliases: AliasTable,
+    upstream_url: str,
+    upstream_api_key: str | None,
 ) -> list[Job]:
     """Judge sampled traffic (LLM + rule judges, budgeted) and re-judge the anchor set."""
     judges_cfg = cfg.judges
     runner = Runner(store, JudgeMetrics(registry), concurrency=judges_cfg.concurrency)
-    llm = rubric_judge(cfg, upstream_url)
+    llm = rubric_judge(cfg, upstream_url, upstream_api_key)
     budget = DailyBudget(
         judges_cfg.daily_token_budget,
         judges_cfg.daily_request_budget,
@@ -243,14 +315,19 @@ def _drift_jobs(
     return embedder, jobs
 
 
+def redactor(cfg: Config) -> PatternRedactor:
+    """What captured traffic and feedback go through before they are stored."""
+    return PatternRedactor(cfg.capture.redact_patterns, detectors=cfg.capture.redact_detectors)
+
+
 def api_token(cfg: Config) -> str:
     """The control API token: from the configured env var, else a generated one kept in cache_dir."""
     token = os.environ.get(cfg.api.token_env)
     if token:
-        return token
+        return check_api_token(token, cfg.api.token_env)
     path = cfg.cache_dir / TOKEN_FILE
     if path.exists():
-        return path.read_text().strip()
+        return check_api_token(path.read_bytes().decode("utf-8", "replace").strip(), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -268,49 +345,72 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _uvicorn_config(app: object, host: str, port: int) -> uvicorn.Config:
+def _uvicorn_config(app: Sidecar, host: str, port: int) -> uvicorn.Config:
+    """The sidecar's server: uvloop + httptools, guarded by the client limits (monitor/limits.py)."""
     return uvicorn.Config(
-        app,  # type: ignore[arg-type]
+        app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
         lifespan="on",
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=10,
+        **app.server_options(),
     )
 
 
 def serve(cfg: Config) -> None:
     """Run until SIGINT/SIGTERM: optionally vLLM, then the sidecar and the control API."""
+    from driftloop.listeners import check_listeners
+
+    # Fail in one line (ConfigError) before vLLM spends minutes starting: token, then ports.
+    api_token(cfg)
+    check_listeners(cfg)
     exit_on_sigterm()
-    with _upstream(cfg) as upstream_url:
-        parts = build_components(cfg, upstream_url)
+    with open_upstream(cfg) as (upstream_url, upstream_key):
+        parts = build_components(cfg, upstream_url, upstream_api_key=upstream_key)
         reconcile_deployments(parts)
-        routers = []
-        if parts.retrain is not None:
-            routers.append(loop_router(parts.retrain.loop, lambda: set(cfg.aliases)))
-        api = create_api(api_token(cfg), parts.store, parts.sidecar, parts.aliases, routers)
-        servers = [
-            _Server(_uvicorn_config(parts.sidecar, cfg.sidecar.host, cfg.sidecar.port)),
-            _Server(_uvicorn_config(api, cfg.api.host, cfg.api.port)),
-        ]
+        api = ApiServer(control_api(cfg, parts), cfg.api.host, cfg.api.port)
+        sidecar = _Server(_uvicorn_config(parts.sidecar, cfg.sidecar.host, cfg.sidecar.port))
         log.info(
             "sidecar on http://%s:%d -> %s; metrics at /metrics; control API on http://%s:%d",
             cfg.sidecar.host,
             cfg.sidecar.port,
-            upstream_url,
+            redact_url(upstream_url),
             cfg.api.host,
             cfg.api.port,
         )
         if parts.jobs is not None:
             parts.jobs.start()
         try:
-            # uvicorn's loop="uvloop" applies only under Server.run(); two servers need our own.
-            uvloop.run(_run_servers(servers))
+            # The API gets its own thread and loop: nothing it does may stall proxied traffic.
+            try:
+                api.start()
+            except ApiServerError as exc:
+                raise SystemExit(str(exc)) from None
+            # uvicorn's loop="uvloop" applies only under Server.run(); signals need our own.
+            uvloop.run(_run_servers([sidecar]))
         finally:
+            api.stop()
             parts.close()
+
+
+def control_api(cfg: Config, parts: Components) -> ApiGuard:
+    """The control API as ``serve`` runs it: the loop's routes mounted when the loop runs."""
+    routers = []
+    if parts.retrain is not None:
+        routers.append(loop_router(parts.retrain.loop, lambda: set(cfg.aliases), redactor(cfg)))
+    return create_api(
+        api_token(cfg),
+        parts.store,
+        parts.sidecar,
+        parts.aliases,
+        routers,
+        registry=parts.registry,
+        unauthenticated_rate_per_s=cfg.api.unauthenticated_rate_per_s,
+        unauthenticated_burst=cfg.api.unauthenticated_burst,
+    )
 
 
 async def _run_servers(servers: list[_Server]) -> None:
@@ -324,36 +424,6 @@ async def _run_servers(servers: list[_Server]) -> None:
     await asyncio.gather(*(server.serve() for server in servers))
 
 
-@contextlib.contextmanager
-def _upstream(cfg: Config) -> Iterator[str]:
-    """Start vLLM when configured to, else use ``sidecar.upstream_url`` as it is."""
-    if not cfg.vllm.launch:
-        yield cfg.sidecar.upstream_url
-        return
-    from monitor.vllm_process import VLLMServer
-
-    model_dir = cfg.vllm.model_dir or default_model_dir(cfg)
-    if not (Path(model_dir) / "config.json").exists():
-        raise SystemExit(
-            f"model folder {model_dir} is missing: run `driftloop model prepare` first"
-        )
-    server = VLLMServer(
-        model_dir=Path(model_dir),
-        served_model_name=cfg.vllm.served_model_name,
-        port=cfg.vllm.port,
-        max_model_len=cfg.vllm.max_model_len,
-        max_loras=cfg.vllm.max_loras,
-        max_lora_rank=cfg.vllm.max_lora_rank,
-        kv_cache_gib=cfg.vllm.kv_cache_gib,
-        log_path=cfg.cache_dir / "vllm.log",
-    )
-    server.start(timeout_s=cfg.vllm.start_timeout_s)
-    try:
-        yield server.base_url
-    finally:
-        server.stop()
-
-
 def exit_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit, so cleanup (stopping a child vLLM) runs on the way out."""
 
@@ -361,7 +431,3 @@ def exit_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, leave)
-
-
-def default_model_dir(cfg: Config) -> Path:
-    return cfg.cache_dir / "models" / "smollm2-135m-instruct"

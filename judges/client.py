@@ -31,6 +31,8 @@ class Endpoint:
     max_retries: int = 3
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
+    # A key held in memory (the launched vLLM's), preferred over api_key_env; kept out of repr.
+    api_key_value: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -41,6 +43,8 @@ class Endpoint:
             raise ValueError("timeout_s must be > 0, max_retries and backoff_s >= 0")
 
     def api_key(self, environ: Mapping[str, str] | None = None) -> str:
+        if self.api_key_value:
+            return self.api_key_value
         env = os.environ if environ is None else environ
         return (env.get(self.api_key_env) if self.api_key_env else None) or "EMPTY"
 

@@ -14,6 +14,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from monitor.jsonbody import loads_for_storage
+from monitor.redaction import redact_json
+
 Redact = Callable[[str], str]
 
 REQUESTS_SCHEMA = pa.schema(
@@ -85,7 +88,7 @@ def to_row(exchange: CapturedExchange, redact: Redact) -> dict[str, Any]:
         "model_alias": exchange.model_alias,
         "served_model": exchange.served_model,
         "stream": exchange.stream,
-        "request_json": _redacted(exchange.request_body.decode("utf-8", "replace"), redact),
+        "request_json": redact_json(exchange.request_body, redact),  # escaped secrets too
         "prompt_text": _redacted(prompt, redact),
         "response_text": _redacted(assembled.text, redact),
         "finish_reason": assembled.finish_reason,
@@ -214,4 +217,4 @@ def _loads(data: bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return None
+        return loads_for_storage(data)  # NaN, lone surrogates: what vLLM itself accepts

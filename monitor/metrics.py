@@ -35,12 +35,26 @@ class DropReason(StrEnum):
     """Why a sampled exchange never reached DuckDB."""
 
     QUEUE_FULL = "queue_full"
+    BUFFER_FULL = "buffer_full"
     WRITER_DEAD = "writer_dead"
     WRITE_ERROR = "write_error"
     STORE_UNAVAILABLE = "store_unavailable"
     TOO_LARGE = "too_large"
     CAPTURE_ERROR = "capture_error"
     SHUTDOWN = "shutdown"
+
+
+class RejectReason(StrEnum):
+    """Why the sidecar answered a request (or closed a connection) itself instead of forwarding."""
+
+    PATH_NOT_ALLOWED = "path_not_allowed"
+    ASTERISK_FORM = "asterisk_form"
+    BODY_TOO_LARGE = "body_too_large"
+    BODY_TIMEOUT = "body_timeout"
+    HEADER_TOO_LARGE = "header_too_large"
+    HEADER_TIMEOUT = "header_timeout"
+    IDLE_TIMEOUT = "idle_timeout"
+    CONNECTION_LIMIT = "connection_limit"
 
 
 class SidecarMetrics:
@@ -88,8 +102,23 @@ class SidecarMetrics:
         # zeros for every series, so the first error after a restart shows up in rate()
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(kind=kind)
+        self.rejected = Counter(
+            "driftloop_proxy_rejected_total",
+            "Requests or connections the sidecar answered or closed itself, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.broken_responses = Counter(
+            "driftloop_proxy_broken_responses_total",
+            "Upstream answers that closed or stalled mid-body: a whole one becomes a 502/504, a stream is aborted.",
+            ["route"],
+            registry=registry,
+        )
         for route in ROUTES:
             self.client_disconnects.labels(route=route)
+            self.broken_responses.labels(route=route)
+        for reject in RejectReason:
+            self.rejected.labels(reason=reject.value)
         self.capture_decisions = Counter(
             "driftloop_capture_decisions_total",
             "Capture-eligible requests by sampling decision and model.",
@@ -127,7 +156,23 @@ class SidecarMetrics:
         )
         self.writer_up = Gauge(
             "driftloop_capture_writer_up",
-            "1 while the capture writer thread is alive and its store is open.",
+            "1 while the capture writer thread is alive, its store is open and writes succeed.",
+            registry=registry,
+        )
+        self.buffer_bytes = Gauge(
+            "driftloop_capture_buffer_bytes",
+            "Bytes of captured bodies held in memory for the writer (bounded by max_buffer_bytes).",
+            registry=registry,
+        )
+        self.write_failures = Counter(
+            "driftloop_capture_write_failures_total",
+            "Batch appends that failed; their rows stay buffered and are retried.",
+            registry=registry,
+        )
+        self.store_reopens = Counter(
+            "driftloop_capture_store_reopens_total",
+            "Times the capture store was opened again: late after a failed start, or because"
+            " its file was deleted, replaced or invalidated.",
             registry=registry,
         )
         self.writer_restarts = Counter(
@@ -135,6 +180,9 @@ class SidecarMetrics:
             "Times the capture writer thread died and was started again.",
             registry=registry,
         )
+
+    def reject(self, reason: RejectReason) -> None:
+        self.rejected.labels(reason=reason.value).inc()
 
     def drop(self, reason: DropReason, count: int = 1) -> None:
         self.dropped.labels(reason=reason.value).inc(count)

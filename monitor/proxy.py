@@ -6,29 +6,35 @@ Design choices, measured in ../shared/notes/proxy-overhead.md and benchmarks/pro
 - streams are forwarded event by event as they arrive; only when the sidecar itself asked upstream
   for ``stream_options.include_usage`` does it hold the final usage-only event back from the client;
 - capture is fail-open: nothing on the capture side can fail or slow the client's request beyond
-  copying bytes into a queue.
+  copying bytes into a queue;
+- only allowlisted paths are forwarded (monitor/paths.py), client limits are enforced before the
+  upstream sees anything (monitor/limits.py), and a broken upstream answer reaches the client
+  broken: a whole answer becomes a 502/504, a stream is aborted as the upstream aborted it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
-import re
 import time
-import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import aiohttp
-import orjson
 from multidict import CIMultiDict
 
 from monitor.aliases import AliasTable
-from monitor.capture import CapturedExchange, is_usage_only_event
-from monitor.metrics import DropReason, SidecarMetrics, status_class
-from monitor.sampling import CAPTURE_HEADER, Decision, Sampler
+from monitor.headers import request_headers, response_headers, upstream_authorization
+from monitor.limits import BodyRejectedError, ClientLimits, read_body
+from monitor.metrics import DropReason, RejectReason, SidecarMetrics, status_class
+from monitor.paths import DEFAULT_FORWARD_PATHS, PathPolicy, normalise_path, upstream_path
+from monitor.plan import CapturePlanner, Plan
+from monitor.responses import describe_error, send_error, upstream_error_kind
+from monitor.sampling import Sampler, TrustedNetworks
+from monitor.silence import Silence
+from monitor.urls import redact_url, split_credentials
+from monitor.usage_events import UsageStripper, stream_complete
 from monitor.writer import CaptureWriter
 
 log = logging.getLogger(__name__)
@@ -41,39 +47,23 @@ Send = Callable[[Message], Awaitable[None]]
 CAPTURE_ROUTES = {"/v1/chat/completions": "chat_completions", "/v1/completions": "completions"}
 OTHER_ROUTE = "other"
 
-# RFC 9110 §7.6.1 connection-specific headers, plus those the proxy recomputes.
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_ALLOW = b"GET, POST, DELETE, OPTIONS"
 
 
-@dataclass(slots=True)
-class _Plan:
-    """What the proxy will do with one request after reading its body."""
+class _UpstreamBrokeError(Exception):
+    """The upstream closed or stalled before its answer was complete."""
 
-    route: str
-    body: bytes
-    exchange: CapturedExchange | None = None
-    strip_usage_event: bool = False
-    finished: bool = False
-    chunks: list[bytes] | None = None  # response bytes as received, when capturing
-    status: int = 0  # the upstream's status, once its headers arrived
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class OpenAIProxy:
-    """ASGI app forwarding every request to ``upstream_url`` and capturing sampled completions."""
+    """ASGI app forwarding allowlisted requests to ``upstream_url``, capturing sampled completions.
+
+    ``upstream_api_key`` (or credentials in ``upstream_url``) replace the client's Authorization
+    header on every upstream request, so clients never hold the upstream's key.
+    """
 
     def __init__(
         self,
@@ -83,20 +73,46 @@ class OpenAIProxy:
         aliases: AliasTable,
         sampler: Sampler,
         writer: CaptureWriter | None,
-        timeout_s: float = 600.0,
+        first_byte_timeout_s: float = 600.0,
+        idle_timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
         max_connections: int = 512,
         max_body_bytes: int = 4_000_000,
+        limits: ClientLimits | None = None,
+        forward_paths: Iterable[str] = DEFAULT_FORWARD_PATHS,
+        trusted_networks: TrustedNetworks | None = None,
+        upstream_api_key: str | None = None,
     ) -> None:
-        self.upstream_url = upstream_url.rstrip("/")
+        bare, credentials = split_credentials(upstream_url.rstrip("/"))
+        if credentials is not None and upstream_api_key:
+            raise ValueError(
+                f"upstream {redact_url(upstream_url)} has credentials in its URL and an "
+                "upstream_api_key: give one of them"
+            )
+        self.upstream_url = bare
+        self.display_url = redact_url(upstream_url.rstrip("/"))
         self.metrics = metrics
         self.aliases = aliases
         self.sampler = sampler
         self.writer = writer
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        self.limits = limits or ClientLimits()
+        self._paths = PathPolicy(forward_paths)
+        self._trusted = trusted_networks or TrustedNetworks()
+        self._upstream_auth = upstream_authorization(upstream_api_key, credentials)
+        # No total limit: a healthy stream may run for as long as it keeps sending.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s)
+        self._first_byte_timeout_s = first_byte_timeout_s
+        self._idle_timeout_s = idle_timeout_s
         self._max_connections = max_connections
         self._max_body_bytes = max_body_bytes
         self._session: aiohttp.ClientSession | None = None
+        self._planner = CapturePlanner(
+            aliases,
+            sampler,
+            metrics,
+            capture_enabled=writer is not None,
+            max_body_bytes=max_body_bytes,
+        )
 
     async def startup(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
@@ -116,18 +132,33 @@ class OpenAIProxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         started_wall = time.time()
-        path = scope["path"]
+        path = await self._routable_path(scope, send)
+        if path is None:
+            return
         route = CAPTURE_ROUTES.get(path, OTHER_ROUTE) if scope["method"] == "POST" else OTHER_ROUTE
-        body = await _read_body(receive)
+        try:
+            body = await read_body(receive, scope["headers"], self.limits)
+        except BodyRejectedError as exc:
+            self.metrics.reject(exc.reason)
+            # A slow sender is let go; an oversized body is discarded by the server as it comes.
+            close = exc.reason is RejectReason.BODY_TIMEOUT
+            code = exc.reason.value
+            await send_error(
+                send, exc.status, str(exc), kind="invalid_request_error", code=code, close=close
+            )
+            return
         if body is None:
             self.metrics.client_disconnects.labels(route=route).inc()
             return
-        headers = _request_headers(scope["headers"], capture_route=route != OTHER_ROUTE)
-        plan = _Plan(route=route, body=body)
+        headers, capture_header = request_headers(
+            scope["headers"], capture_route=route != OTHER_ROUTE, authorization=self._upstream_auth
+        )
+        if capture_header is not None and not self._trusted.trusts(scope.get("client")):
+            capture_header = None
+        plan = Plan(route=route, body=body)
         if route != OTHER_ROUTE:
-            self._plan_capture(plan, headers.pop(CAPTURE_HEADER, None), started_wall)
-
-        url = self.upstream_url + (scope.get("raw_path") or path.encode()).decode("latin-1")
+            self._planner.plan(plan, capture_header, started_wall)
+        url = self.upstream_url + upstream_path(path, scope["path"], scope.get("raw_path"))
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
 
@@ -142,7 +173,7 @@ class OpenAIProxy:
             if not watch.disconnected:
                 raise
             # SDKs close the connection as soon as they read `data: [DONE]`; that is an ending.
-            if not _stream_complete(plan.chunks):
+            if not stream_complete(plan.chunks):
                 self.metrics.client_disconnects.labels(route=route).inc()
                 if plan.exchange is not None:
                     plan.exchange.error = "client_disconnected"
@@ -151,52 +182,39 @@ class OpenAIProxy:
             self._finish(plan, started)
             self.metrics.in_flight.dec()
 
-    def _plan_capture(self, plan: _Plan, header: str | None, started_wall: float) -> None:
-        """Apply the alias table and sampling; rewrite the body only when something changes."""
-        try:
-            payload = orjson.loads(plan.body)
-        except orjson.JSONDecodeError:
-            return  # not JSON: upstream answers with its own 400, passed through verbatim
-        if not isinstance(payload, dict):
-            return
-        model = payload.get("model") if isinstance(payload.get("model"), str) else None
-        served = self.aliases.resolve(model)
-        changed = served != model
-        if changed:
-            payload["model"] = served
-        decision = (
-            Decision.SAMPLED_OUT if self.writer is None else self.sampler.decide(model, header)
-        )
-        self.metrics.capture_decisions.labels(
-            model=self.aliases.label(model), decision=decision
-        ).inc()
-        stream = payload.get("stream") is True
-        if decision.captures:
-            if len(plan.body) > self._max_body_bytes:
-                self.metrics.drop(DropReason.TOO_LARGE)
-            else:
-                plan.exchange = CapturedExchange(
-                    request_id=uuid.uuid4().hex,
-                    started_at=started_wall,
-                    route=plan.route,
-                    model_alias=model,
-                    served_model=served,
-                    stream=stream,
-                    request_body=plan.body,
+    async def _routable_path(self, scope: Scope, send: Send) -> str | None:
+        """The normalised path when it may be forwarded; otherwise answer locally, return None."""
+        path: str = scope["path"]
+        if not path.startswith("/"):
+            # `OPTIONS *` asks about the server itself: the sidecar answers, nothing goes upstream.
+            self.metrics.reject(RejectReason.ASTERISK_FORM)
+            if scope["method"] == "OPTIONS" and path == "*":
+                await send(
+                    {"type": "http.response.start", "status": 204, "headers": [(b"allow", _ALLOW)]}
                 )
-                options = payload.get("stream_options")
-                if stream and not (isinstance(options, dict) and options.get("include_usage")):
-                    payload["stream_options"] = {**(options or {}), "include_usage": True}
-                    plan.strip_usage_event = changed = True
-        if changed:
-            plan.body = orjson.dumps(payload)
+                await send({"type": "http.response.body", "body": b""})
+            else:
+                message = f"driftloop: request target {path!r} is not a path"
+                await send_error(
+                    send, 400, message, kind="invalid_request_error", code="bad_target"
+                )
+            return None
+        path = normalise_path(path)
+        if self._paths.allows(path):
+            return path
+        self.metrics.reject(RejectReason.PATH_NOT_ALLOWED)
+        message = (
+            f"driftloop: {scope['method']} {path} is not forwarded (see sidecar.forward_paths)"
+        )
+        await send_error(send, 404, message, kind="invalid_request_error", code="path_not_allowed")
+        return None
 
     async def _exchange(
         self,
         method: str,
         url: str,
         headers: CIMultiDict[str],
-        plan: _Plan,
+        plan: Plan,
         send: Send,
         started: float,
     ) -> float:
@@ -205,97 +223,145 @@ class OpenAIProxy:
             raise RuntimeError("OpenAIProxy.startup() was not awaited")
         upstream_started = time.perf_counter()
         try:
-            response = await self._session.request(
-                method,
-                url,
-                headers=headers,
-                data=plan.body,
-                allow_redirects=False,
-                skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-            )
+            # Time to first byte (the headers); after that only silence between chunks is limited.
+            async with asyncio.timeout(self._first_byte_timeout_s):
+                response = await self._session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=plan.body,
+                    allow_redirects=False,
+                    skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+                )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            upstream_s = time.perf_counter() - upstream_started
-            kind = _error_kind(exc)
-            self.metrics.upstream_errors.labels(kind=kind).inc()
-            plan.status = 504 if kind == "timeout" else 502
-            if plan.exchange is not None:
-                plan.exchange.error = f"upstream: {type(exc).__name__}: {exc}"
-            self._finish(plan, started)
-            await self._send_upstream_error(send, plan.status, kind, exc)
-            return upstream_s
+            kind = upstream_error_kind(exc)
+            detail = f"{kind.replace('_', ' ')}: {describe_error(exc)}"
+            if type(exc) is TimeoutError:
+                detail = (
+                    "timeout: no response headers within sidecar.first_byte_timeout_s "
+                    f"({self._first_byte_timeout_s:g} s)"
+                )
+            await self._fail(send, plan, started, kind, detail)
+            return time.perf_counter() - upstream_started
         plan.status = response.status
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": _response_headers(response, plan),
-                }
-            )
-            exchange = plan.exchange
-            if response.content_type != "text/event-stream":
-                # A whole answer: read it, then count and queue it before the client can see its
-                # last byte (with a content-length, that byte ends the response for the client).
-                body = await response.read()
-                if exchange is not None:
-                    exchange.ttft_s = time.perf_counter() - started
-                    plan.chunks = [body]
-                upstream_s = time.perf_counter() - upstream_started
-                self.metrics.upstream_latency.labels(route=plan.route).observe(upstream_s)
-                self._finish(plan, started)
-                await send({"type": "http.response.body", "body": body, "more_body": False})
-                return upstream_s
-            captured = plan.chunks = [] if exchange is not None else None
-            first = True
-            events = _UsageStripper() if plan.strip_usage_event else None
-            async for chunk in response.content.iter_any():
-                if first and exchange is not None:
-                    exchange.ttft_s = time.perf_counter() - started
-                    first = False
-                if captured is not None:
-                    captured.append(chunk)
-                out = chunk if events is None else events.feed(chunk)
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-            if events is not None and (tail := events.flush()):
-                await send({"type": "http.response.body", "body": tail, "more_body": True})
-            upstream_s = time.perf_counter() - upstream_started
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # The upstream broke mid-response: headers are gone, so end the body and record it.
-            upstream_s = time.perf_counter() - upstream_started
-            self.metrics.upstream_errors.labels(kind=_error_kind(exc)).inc()
-            plan.chunks = None
-            if plan.exchange is not None:
-                plan.exchange.error = f"upstream broke mid-response: {type(exc).__name__}: {exc}"
+            if response.content_type == "text/event-stream":
+                await self._relay_stream(response, plan, send, started, upstream_started)
+            else:
+                await self._relay_whole(response, plan, send, started, upstream_started)
         finally:
             response.close()  # on cancel this drops the connection, which aborts the upstream request
-        self.metrics.upstream_latency.labels(route=plan.route).observe(upstream_s)
+        return time.perf_counter() - upstream_started
+
+    async def _relay_whole(
+        self,
+        response: aiohttp.ClientResponse,
+        plan: Plan,
+        send: Send,
+        started: float,
+        upstream_started: float,
+    ) -> None:
+        """Read a whole answer, count and queue it, then send it; a broken one becomes 502/504.
+
+        Nothing reaches the client before the last byte arrived, so a break can still be
+        answered with a clean error instead of a truncated body.
+        """
+        chunks: list[bytes] = []
+        try:
+            async with self._upstream_body() as silence:
+                while chunk := await response.content.readany():
+                    silence.heard()
+                    chunks.append(chunk)
+        except _UpstreamBrokeError as exc:
+            self.metrics.broken_responses.labels(route=plan.route).inc()
+            if plan.exchange is not None:
+                plan.chunks = chunks
+            await self._fail(send, plan, started, exc.kind, f"broke mid-response: {exc}")
+            return
+        body = b"".join(chunks)
+        if plan.exchange is not None:
+            plan.exchange.ttft_s = time.perf_counter() - started
+            plan.chunks = [body]
+        headers = response_headers(response, keep_length=True)
+        self.metrics.upstream_latency.labels(route=plan.route).observe(
+            time.perf_counter() - upstream_started
+        )
+        # With a content-length, the last byte ends the response for the client: queue first.
+        self._finish(plan, started)
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _relay_stream(
+        self,
+        response: aiohttp.ClientResponse,
+        plan: Plan,
+        send: Send,
+        started: float,
+        upstream_started: float,
+    ) -> None:
+        """Relay SSE events as they come; a broken stream is aborted, not ended cleanly."""
+        headers = response_headers(response, keep_length=not plan.strip_usage_event)
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        exchange = plan.exchange
+        captured = plan.chunks = [] if exchange is not None else None
+        if exchange is not None:
+            exchange.stream = True  # what the upstream did, whatever truthy `stream` asked for it
+        events = UsageStripper() if plan.strip_usage_event else None
+        try:
+            async with self._upstream_body() as silence:
+                while chunk := await response.content.readany():
+                    silence.heard()
+                    if captured is not None:
+                        if not captured and exchange is not None:
+                            exchange.ttft_s = time.perf_counter() - started
+                        captured.append(chunk)
+                    out = chunk if events is None else events.feed(chunk)
+                    if out:
+                        silence.pause()  # a slow client is not a silent upstream
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                        silence.resume()
+        except _UpstreamBrokeError as exc:
+            self.metrics.upstream_errors.labels(kind=exc.kind).inc()
+            self.metrics.broken_responses.labels(route=plan.route).inc()
+            if exchange is not None:
+                exchange.error = f"upstream broke mid-stream: {exc}"
+            self._finish(plan, started)
+            # Returning without the final body message makes uvicorn close the connection without
+            # the terminating chunk: the client's SDK raises, as it would have directly.
+            return
+        if events is not None and (tail := events.flush()):
+            await send({"type": "http.response.body", "body": tail, "more_body": True})
+        self.metrics.upstream_latency.labels(route=plan.route).observe(
+            time.perf_counter() - upstream_started
+        )
         # Count and queue the capture before the stream's HTTP body ends.
         self._finish(plan, started)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return upstream_s
 
-    async def _send_upstream_error(
-        self, send: Send, status: int, kind: str, exc: BaseException
-    ) -> None:
-        """Answer 502 (unreachable) or 504 (timeout) with an OpenAI-style error body."""
-        message = f"driftloop: upstream {self.upstream_url} {kind.replace('_', ' ')}: {exc}"
-        body = json.dumps(
-            {"error": {"message": message, "type": "upstream_error", "param": None, "code": kind}}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+    @contextlib.asynccontextmanager
+    async def _upstream_body(self) -> AsyncIterator[Silence]:
+        """The block that reads an upstream body: a close or a silence becomes a broken answer."""
+        try:
+            async with Silence(self._idle_timeout_s) as silence:
+                yield silence
+        except TimeoutError:
+            raise _UpstreamBrokeError(
+                "timeout", f"nothing for sidecar.idle_timeout_s ({self._idle_timeout_s:g} s)"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise _UpstreamBrokeError("protocol_error", describe_error(exc)) from None
 
-    def _finish(self, plan: _Plan, started: float) -> None:
+    async def _fail(self, send: Send, plan: Plan, started: float, kind: str, detail: str) -> None:
+        """Answer 502 (504 for a timeout) with an OpenAI-style body; count and capture it."""
+        self.metrics.upstream_errors.labels(kind=kind).inc()
+        plan.status = 504 if kind == "timeout" else 502
+        if plan.exchange is not None:
+            plan.exchange.error = f"upstream: {detail}"
+        self._finish(plan, started)
+        message = f"driftloop: upstream {self.display_url} {detail}"
+        await send_error(send, plan.status, message, kind="upstream_error", code=kind)
+
+    def _finish(self, plan: Plan, started: float) -> None:
         """Count the request and hand its capture to the writer, once; never raises."""
         if plan.finished:
             return
@@ -316,84 +382,6 @@ class OpenAIProxy:
         except Exception:  # capture must never break traffic
             log.exception("capture submit failed")
             self.metrics.drop(DropReason.CAPTURE_ERROR)
-
-
-class _UsageStripper:
-    """Withholds the usage-only SSE event that the sidecar asked for and the client did not.
-
-    vLLM moves ``system_fingerprint`` from the terminal chunks to the usage chunk when usage is
-    requested. To keep the client's stream identical to the one it would have got directly,
-    terminal chunks are held until the usage chunk arrives (it follows at once) and the
-    fingerprint is put back as their last key, where vLLM writes it.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._held: list[bytes] = []
-
-    def feed(self, chunk: bytes) -> bytes:
-        data = self._buffer + chunk
-        out: list[bytes] = []
-        start = 0
-        for match in _EVENT_END.finditer(data):
-            event = data[start : match.end()]
-            start = match.end()
-            if is_usage_only_event(event):
-                out.extend(_with_fingerprint(e, _fingerprint(event)) for e in self._held)
-                self._held = []
-            elif self._held or (_TERMINAL.search(event) and b'"system_fingerprint"' not in event):
-                self._held.append(event)
-            else:
-                out.append(event)
-        self._buffer = data[start:]
-        return b"".join(out)
-
-    def flush(self) -> bytes:
-        rest, self._buffer = self._buffer, b""
-        held, self._held = self._held, []
-        return b"".join(held) + (b"" if is_usage_only_event(rest) else rest)
-
-
-_TERMINAL = re.compile(rb'"finish_reason":\s*"')
-
-
-def _fingerprint(usage_event: bytes) -> str | None:
-    for line in usage_event.splitlines():
-        if line.startswith(b"data:"):
-            try:
-                value = json.loads(line[5:]).get("system_fingerprint")
-            except (ValueError, AttributeError):
-                return None
-            return value if isinstance(value, str) else None
-    return None
-
-
-def _with_fingerprint(event: bytes, fingerprint: str | None) -> bytes:
-    if fingerprint is None or not _TERMINAL.search(event):
-        return event
-    end = event.rfind(b"}")
-    if end < 0:
-        return event
-    field = b',"system_fingerprint":' + json.dumps(fingerprint).encode()
-    return event[:end] + field + event[end:]
-
-
-def _stream_complete(chunks: list[bytes] | None) -> bool:
-    if not chunks:
-        return False
-    return b"".join(chunks[-2:]).rstrip().endswith(b"data: [DONE]")
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None when the client left before sending it."""
-    parts = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        parts.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(parts)
 
 
 class _DisconnectWatch:
@@ -419,33 +407,3 @@ class _DisconnectWatch:
     def stop(self) -> None:
         self._stopped = True
         self._task.cancel()
-
-
-def _request_headers(raw: list[tuple[bytes, bytes]], *, capture_route: bool) -> CIMultiDict[str]:
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in raw:
-        key = name.decode("latin-1").lower()
-        if key in _HOP_BY_HOP:
-            continue
-        # Captured bodies are parsed later, so ask for them uncompressed; other paths pass as-is.
-        if capture_route and key == "accept-encoding":
-            continue
-        headers.add(key, value.decode("latin-1"))
-    return headers
-
-
-def _response_headers(response: aiohttp.ClientResponse, plan: _Plan) -> list[tuple[bytes, bytes]]:
-    keep_length = not plan.strip_usage_event
-    return [
-        (name, value)
-        for name, value in response.raw_headers
-        if name.lower() not in _HOP_BY_HOP or (keep_length and name.lower() == b"content-length")
-    ]
-
-
-def _error_kind(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        return "timeout"
-    if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError):
-        return "unreachable"
-    return "protocol_error"

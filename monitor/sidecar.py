@@ -8,6 +8,7 @@ from typing import Any
 
 from prometheus_client import make_asgi_app
 
+from monitor.limits import guarded_protocol
 from monitor.proxy import OpenAIProxy, Receive, Scope, Send
 from monitor.writer import CaptureWriter
 
@@ -38,12 +39,25 @@ class Sidecar:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
+    def server_options(self) -> dict[str, Any]:
+        """uvicorn settings that enforce the client limits: connection cap, header size and time."""
+        limits = self.proxy.limits
+        return {
+            "http": guarded_protocol(limits, self.proxy.metrics.reject),
+            "timeout_keep_alive": limits.keep_alive_timeout_s,
+            # Trust (x-driftloop-capture) is decided on the TCP peer, never on a forwarded header.
+            "proxy_headers": False,
+        }
+
     def health(self) -> dict[str, Any]:
-        if self.writer is None:
-            capture = "disabled"
-        else:
-            capture = "ok" if self.writer.healthy else "degraded"
-        return {"status": "ok", "capture": capture, "upstream": self.proxy.upstream_url}
+        # Capture problems never fail the sidecar (traffic flows), but they are named here.
+        capture, capture_error = ("disabled", None) if self.writer is None else self.writer.status()
+        return {
+            "status": "ok",
+            "capture": capture,
+            "capture_error": capture_error,
+            "upstream": self.proxy.display_url,  # credentials redacted
+        }
 
     async def _health(self, send: Send) -> None:
         body = json.dumps(self.health()).encode()

@@ -1,7 +1,9 @@
 """The DuckDB file driftloop owns: opening it, migrating it, and batched Arrow appends.
 
 DuckDB allows one process per file, so exactly one ``Store`` per file per process exists; other
-components in the process read through ``cursor()``.
+components in the process read through ``cursor()``. The store notices when its file is deleted or
+replaced under it (``replaced``) and can ``reopen`` the path; ``open`` refuses a corrupt file, and
+cleans up an empty file only when a failed open of its own left it.
 
 >>> store = Store.open(":memory:")
 >>> store.schema_version()
@@ -10,6 +12,9 @@ components in the process read through ``cursor()``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,35 +22,123 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from monitor.faults import Faults
 from monitor.schema import MIGRATIONS
+from retrain.failpoints import failpoint
+
+log = logging.getLogger(__name__)
+
+# Created next to a new database file before DuckDB creates it, removed once it is migrated: an
+# empty database file with this marker beside it is provably one of ours whose creation failed.
+CREATING_SUFFIX = ".creating"
 
 
 class StoreError(RuntimeError):
     """The database could not be opened or written; the message names the file."""
 
 
+class StoreReopenedError(StoreError):
+    """An append failed fatally and the store was reopened; ``committed``: its rows are in."""
+
+    def __init__(self, message: str, *, committed: bool) -> None:
+        super().__init__(message)
+        self.committed = committed
+
+
+class StoreCorruptError(StoreError):
+    """The file is not a readable DuckDB database; retrying will not help, an operator must."""
+
+
 class Store:
     """One read-write DuckDB connection plus the migrations and append helpers around it."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        path: str,
+        *,
+        settings: dict[str, str | int] | None = None,
+        faults: Faults | None = None,
+    ) -> None:
         self._con = con
         self.path = path
         self._lock = threading.Lock()
         self._tables: set[str] = set()
+        self._settings = settings or {}
+        self.faults = faults or Faults()
+        self._identity = _identity(path)
 
     @classmethod
-    def open(cls, path: str | Path) -> Store:
-        """Open (creating if needed) and migrate the database at ``path``."""
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        memory_limit_bytes: int | None = None,
+        threads: int | None = None,
+        verify: bool = False,
+        faults: Faults | None = None,
+    ) -> Store:
+        """Open (creating if needed) and migrate the database at ``path``.
+
+        ``memory_limit_bytes`` and ``threads`` bound DuckDB's buffer pool and worker threads (its
+        defaults are 80% of RAM and one thread per core, too much for a sidecar); ``verify``
+        reads every table once so that a mangled block fails here, naming the file, and not in
+        a later query.
+        """
         target = str(path)
+        faults = faults or Faults()
+        settings: dict[str, str | int] = {}
+        if memory_limit_bytes is not None:
+            settings["memory_limit"] = f"{memory_limit_bytes // 1024}KiB"
+        if threads is not None:
+            settings["threads"] = threads
+        con = _connect(target, settings, faults)
+        store = cls(con, target, settings=settings, faults=faults)
         try:
-            if target != ":memory:":
-                Path(target).parent.mkdir(parents=True, exist_ok=True)
-            con = duckdb.connect(target)
-        except (duckdb.IOException, OSError) as exc:
-            raise StoreError(f"cannot open DuckDB file {target}: {exc}") from exc
-        store = cls(con, target)
-        store.migrate()
+            store.migrate()
+            if verify:
+                store.verify()
+        except duckdb.Error as exc:
+            con.close()
+            raise _open_error(target, exc) from exc
+        except BaseException:
+            con.close()
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(target + CREATING_SUFFIX)
         return store
+
+    def replaced(self) -> bool:
+        """True when the path no longer names the file this store has open (deleted, swapped)."""
+        if self._identity is None:
+            return False
+        return _identity(self.path) != self._identity
+
+    def reopen(self) -> None:
+        """Close the connection and open the path again (a fresh, migrated file if it is gone)."""
+        with self._lock:
+            with contextlib.suppress(duckdb.Error):
+                self._con.close()  # closing first: DuckDB would hand back the cached old file
+            self._con = _connect(self.path, self._settings, self.faults)
+        try:
+            self.migrate()
+        except duckdb.Error as exc:
+            raise _open_error(self.path, exc) from exc
+        self._identity = _identity(self.path)  # only now: a half-opened file is retried
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path + CREATING_SUFFIX)
+
+    def verify(self) -> None:
+        """Read every row of every table; a checksum failure raises ``StoreCorruptError``."""
+        for table in sorted(self._tables):
+            try:
+                # Hashing the whole row makes DuckDB read (and checksum) every block of the table.
+                self.query(f'SELECT bit_xor(hash(t)) FROM "{table}" AS t')
+            except duckdb.Error as exc:
+                raise StoreCorruptError(
+                    f"DuckDB file {self.path} is corrupt (table {table}): {exc}; move it aside"
+                    " to start capture with a new file, or restore it from a backup"
+                ) from exc
 
     def migrate(self) -> list[int]:
         """Apply pending migrations in one transaction each; return the versions applied."""
@@ -75,7 +168,9 @@ class Store:
                     self._con.execute("ROLLBACK")
                     raise
                 applied.append(migration.version)
-            rows = self._con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+            rows = self._con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
+            ).fetchall()
             self._tables = {row[0] for row in rows}
             return applied
 
@@ -88,16 +183,27 @@ class Store:
         if table not in self._tables:
             raise StoreError(f"unknown table {table!r}")
         columns = ", ".join(f'"{name}"' for name in batch.column_names)
-        with self._lock:
-            cur = self._con.cursor()
-            try:
-                cur.register("_append_batch", batch)
-                # The table name is checked against the catalogue above; values travel as Arrow.
-                cur.execute(
-                    f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM _append_batch'
-                )
-            finally:
-                cur.close()
+        self.faults.check("store.append")
+        try:
+            with self._lock:
+                cur = self._con.cursor()
+                try:
+                    cur.register("_append_batch", batch)
+                    # The table name is checked against the catalogue; values travel as Arrow.
+                    cur.execute(
+                        f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM _append_batch'
+                    )
+                finally:
+                    cur.close()
+        except duckdb.FatalException as exc:
+            # DuckDB invalidates the whole database after a fatal error (a failed checkpoint,
+            # say): nothing works until it is reopened, so reopen it here, once.
+            log.error("DuckDB file %s failed fatally, reopening it: %s", self.path, exc)
+            self.reopen()
+            raise StoreReopenedError(
+                f"DuckDB file {self.path} failed fatally and was reopened: {exc}",
+                committed="COMMIT succeeded" in str(exc),
+            ) from exc
         return batch.num_rows
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -129,3 +235,77 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; None for in-memory or missing files."""
+    if path == ":memory:":
+        return None
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _connect(
+    target: str, settings: dict[str, str | int], faults: Faults
+) -> duckdb.DuckDBPyConnection:
+    """Connect, removing an empty file only when a failed creation of ours provably left it."""
+    if target == ":memory:":
+        return _configured(duckdb.connect(target), settings)
+    path = Path(target)
+    marker = Path(target + CREATING_SUFFIX)
+    try:
+        faults.check("store.open")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_our_empty_leftover(path, marker)
+        if not path.exists():
+            marker.touch()
+        return _configured(duckdb.connect(target), settings)
+    except (duckdb.Error, OSError) as exc:
+        failpoint("store-open-failed")  # crash tests: die before cleaning up, as a kill -9 would
+        _remove_our_empty_leftover(path, marker)
+        if path.is_file() and path.stat().st_size == 0:
+            raise StoreCorruptError(
+                f"DuckDB file {target} is empty (0 bytes) and no failed open of driftloop left"
+                " it; remove it if nothing else writes there"
+            ) from exc
+        raise _open_error(target, exc) from exc
+
+
+def _configured(
+    con: duckdb.DuckDBPyConnection, settings: dict[str, str | int]
+) -> duckdb.DuckDBPyConnection:
+    # SET rather than connect(config=...): a connect() elsewhere in the process with other
+    # settings would otherwise be refused instead of sharing the open database.
+    try:
+        for name, value in settings.items():
+            con.execute(f"SET {name} = '{value}'")  # names and values are ours, not user text
+    except duckdb.Error:
+        con.close()
+        raise
+    return con
+
+
+def _remove_our_empty_leftover(path: Path, marker: Path) -> None:
+    if not marker.exists():
+        return
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size == 0:
+            log.warning("removing %s: an empty file left by a failed creation", path)
+            path.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        if not path.exists():
+            Path(str(path) + ".wal").unlink(missing_ok=True)
+            marker.unlink()
+
+
+def _open_error(target: str, exc: BaseException) -> StoreError:
+    text = str(exc)
+    if "not a valid DuckDB database" in text or "Corrupt database" in text:
+        return StoreCorruptError(
+            f"DuckDB file {target} is corrupt: {text}; move it aside to start capture with a"
+            " new file, or restore it from a backup"
+        )
+    return StoreError(f"cannot open DuckDB file {target}: {text}")

@@ -1,6 +1,10 @@
 """Run a real vLLM OpenAI server (CPU build) as a subprocess: start, wait until healthy, stop.
 
 Only the standard library is used, so the sidecar can manage vLLM without importing it.
+
+With ``api_key`` set, vLLM answers 401 on every ``/v1/...`` path (inference and the runtime-LoRA
+admin alike) without ``Authorization: Bearer <key>``; ``/health`` and ``/metrics`` stay open,
+which is what ``wait_healthy`` and Prometheus need.
 """
 
 from __future__ import annotations
@@ -124,6 +128,7 @@ class VLLMServer:
         python: str | None = None,
         log_path: Path | str | None = None,
         env: Mapping[str, str] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.served_model_name = served_model_name
@@ -138,6 +143,7 @@ class VLLMServer:
         self.python = python or sys.executable
         self.log_path = Path(log_path) if log_path is not None else self._temp_log_path()
         self.env_overrides = dict(env or {})
+        self.api_key = api_key
         self._process: subprocess.Popen[bytes] | None = None
 
     def _temp_log_path(self) -> Path:
@@ -187,8 +193,14 @@ class VLLMServer:
 
     def environment(self) -> dict[str, str]:
         """The environment of the server: ours, the CPU settings vLLM needs, then overrides."""
+        inherited = dict(os.environ)
+        # The key travels as VLLM_API_KEY, not --api-key: a command line is readable by every
+        # local user (ps, /proc/PID/cmdline), a process environment only by its owner. An
+        # inherited VLLM_API_KEY is dropped so the server wants exactly the key this object holds.
+        inherited.pop("VLLM_API_KEY", None)
+        key = {"VLLM_API_KEY": self.api_key} if self.api_key else {}
         return {
-            **os.environ,
+            **inherited,
             # Without it vLLM may not detect the CPU platform and die on AVX512 kernels.
             "VLLM_TARGET_DEVICE": "cpu",
             "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
@@ -197,6 +209,7 @@ class VLLMServer:
             "TRANSFORMERS_OFFLINE": "1",
             # So the log file shows progress as it happens, not when a buffer fills.
             "PYTHONUNBUFFERED": "1",
+            **key,
             **self.env_overrides,
         }
 

@@ -3,6 +3,7 @@
 Needs vLLM started with ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`` (see
 ``monitor.vllm_process``). Names are never reused for other weights: vLLM keys its prefix cache by
 name, so a reloaded name could serve stale cache (the registry gives every version its own name).
+A vLLM started with an API key (as driftloop starts it) refuses these calls without that key.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ class VLLMAdminError(RuntimeError):
 
 
 class VLLMAdmin:
-    def __init__(self, base_url: str, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, base_url: str, timeout_s: float = 120.0, *, api_key: str | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
 
     def loaded_adapters(self) -> dict[str, str]:
         """LoRA adapters vLLM serves now (models with a parent base model): name -> path."""
@@ -52,14 +56,22 @@ class VLLMAdmin:
     def close(self) -> None:
         self._client.close()
 
+    def __enter__(self) -> VLLMAdmin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _call(self, method: str, path: str, body: dict[str, str] | None = None) -> dict[str, Any]:
         try:
             response = self._client.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise VLLMAdminError(f"vLLM at {self.base_url} unreachable ({path}): {exc}") from exc
         if response.status_code >= 400:
+            hint = " (wrong or missing vLLM API key, see vllm.api_key_env)"
             raise VLLMAdminError(
                 f"vLLM refused {method} {path} ({response.status_code}): {response.text[:500]}"
+                + (hint if response.status_code == 401 else "")
             )
         try:
             parsed = response.json()

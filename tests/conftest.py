@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
     env = {}
     for section, values in sections.items():
         for key, value in values.items():
-            env[f"DRIFTLOOP__{section.upper()}__{key.upper()}"] = (
+            # The key keeps its case: it may be a model name (aliases, sample_rates).
+            env[f"DRIFTLOOP__{section.upper()}__{key}"] = (
                 value if isinstance(value, str) else json.dumps(value)
             )
     env.setdefault("DRIFTLOOP__CAPTURE__DB_PATH", str(tmp_path / "capture.duckdb"))
@@ -62,12 +64,16 @@ def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., RunningSidecar]]:
     """Start sidecars in front of a given upstream; all are stopped after the test."""
     stack = contextlib.ExitStack()
 
-    def start(upstream_url: str, **sections: dict[str, Any]) -> RunningSidecar:
+    def start(
+        upstream_url: str, *, upstream_api_key: str | None = None, **sections: dict[str, Any]
+    ) -> RunningSidecar:
         cfg = make_config(tmp_path, **sections)
-        parts = build_components(cfg, upstream_url, CollectorRegistry())
+        parts = build_components(
+            cfg, upstream_url, CollectorRegistry(), upstream_api_key=upstream_api_key
+        )
         if parts.store is not None:
             stack.callback(parts.close)  # runs after the server (and its writer) stopped
-        url = stack.enter_context(serve_in_thread(parts.sidecar))
+        url = stack.enter_context(serve_in_thread(parts.sidecar, **parts.sidecar.server_options()))
         return RunningSidecar(url, parts, cfg)
 
     with stack:
@@ -83,11 +89,19 @@ def smollm2_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def vllm_server(smollm2_dir: Path) -> Iterator[Any]:
-    """One real vLLM serving SmolLM2-135M-Instruct with runtime LoRA, for the whole session."""
+    """One real vLLM serving SmolLM2-135M-Instruct with runtime LoRA, for the whole session.
+
+    It wants ``server.api_key`` on every ``/v1`` path, as the vLLM that ``serve`` launches does,
+    so tests call it (directly or through a sidecar given the key) the way production does.
+    """
     from monitor.vllm_process import VLLMServer
 
     server = VLLMServer(
-        smollm2_dir, SERVED_NAME, max_model_len=1024, log_path=CACHE_DIR / "test-vllm.log"
+        smollm2_dir,
+        SERVED_NAME,
+        max_model_len=1024,
+        log_path=CACHE_DIR / "test-vllm.log",
+        api_key=secrets.token_urlsafe(32),
     )
     server.start(timeout_s=400)
     try:

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -18,19 +19,23 @@ class _ThreadServer(uvicorn.Server):
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: object) -> Iterator[str]:
-    """Serve ``app`` on a free 127.0.0.1 port; yields its base URL; stops (with lifespan) after."""
+def serve_in_thread(app: object, **options: Any) -> Iterator[str]:
+    """Serve ``app`` on a free 127.0.0.1 port; yields its base URL; stops (with lifespan) after.
+
+    ``options`` are extra uvicorn settings (a sidecar's ``server_options()``).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    settings: dict[str, Any] = {"http": "httptools", **options}
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         loop="asyncio",
-        http="httptools",
         lifespan="on",
         access_log=False,
         log_level="warning",
+        **settings,
     )
     server = _ThreadServer(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

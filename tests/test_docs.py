@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 from prometheus_client import CollectorRegistry
 
+from driftloop.audit import AuditMetrics
 from driftloop.cli import cli
 from driftloop.config import documented_keys
 from judges.metrics import JudgeMetrics
@@ -40,6 +41,7 @@ def test_every_metric_is_in_the_readme():
     DriftMetrics(registry)
     LoopMetrics(registry)
     JudgeMetrics(registry)
+    AuditMetrics(registry)
     names = []
     for family in registry.collect():
         suffix = "_total" if family.type == "counter" else ""

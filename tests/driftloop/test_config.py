@@ -60,3 +60,29 @@ def test_every_key_is_documented():
     keys = documented_keys()
     assert "capture.flush_interval_s" in keys
     assert all(description for description in keys.values()), [k for k, v in keys.items() if not v]
+
+
+def test_each_problem_is_one_line_naming_key_value_and_variable(tmp_path: Path):
+    path = tmp_path / "c.toml"
+    path.write_text("[capture]\nredact_patterns = ['ok', '(']\nbatch_size = 0\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={"DRIFTLOOP__API__PORT": "-1"})
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 3, lines
+    assert all(line.startswith(f"invalid configuration in {path}: ") for line in lines)
+    assert any("capture.batch_size = 0: " in line for line in lines)
+    assert any("redaction pattern '(' is not a valid regex" in line for line in lines)
+    assert any("api.port = -1 (from DRIFTLOOP__API__PORT): " in line for line in lines)
+
+
+def test_env_keys_of_dicts_keep_case_and_merge_with_the_file(tmp_path: Path):
+    path = tmp_path / "c.toml"
+    path.write_text('[aliases]\nsupport = "smollm2"\n')
+    cfg = load_config(path, environ={"DRIFTLOOP__ALIASES__MyModel": "smollm2"})
+    assert cfg.aliases == {"support": "smollm2", "MyModel": "smollm2"}
+
+
+def test_a_utf8_bom_is_tolerated(tmp_path: Path):
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xef\xbb\xbf[capture]\nsample_rate = 0.5\n")
+    assert load_config(path, environ={}).capture.sample_rate == 0.5

@@ -28,10 +28,10 @@ JUDGE_MAX_TOKENS = 64  # shorter verdicts keep the test quick; the score comes f
 def test_captured_traffic_is_judged_by_the_real_model(vllm_server, start_sidecar):
     sidecar = start_sidecar(
         vllm_server.base_url,
+        upstream_api_key=vllm_server.api_key,  # the judge defaults to the upstream and its key
         aliases={"support": SERVED_NAME},
         drift={"enabled": False},
         judges={
-            "base_url": vllm_server.base_url + "/v1",
             "sample_rate": 1.0,
             "timeout_s": 120,
             "max_tokens": JUDGE_MAX_TOKENS,
@@ -70,7 +70,12 @@ def test_calibration_of_the_real_model_is_measured(vllm_server):
     examples = load_examples(CALIBRATION_SET)[:CALIBRATION_ITEMS]
     judge = RubricJudge(
         load_rubric("helpfulness"),
-        Endpoint(vllm_server.base_url + "/v1", SERVED_NAME, timeout_s=120),
+        Endpoint(
+            vllm_server.base_url + "/v1",
+            SERVED_NAME,
+            timeout_s=120,
+            api_key_value=vllm_server.api_key,
+        ),
         structured_output=True,
         max_tokens=JUDGE_MAX_TOKENS,
     )

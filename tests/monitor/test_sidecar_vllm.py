@@ -19,7 +19,14 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture
 def sidecar(vllm_server, start_sidecar):
-    return start_sidecar(vllm_server.base_url + "", aliases={"support": SERVED_NAME})
+    return start_sidecar(
+        vllm_server.base_url, upstream_api_key=vllm_server.api_key, aliases={"support": SERVED_NAME}
+    )
+
+
+def direct_headers(vllm_server) -> dict[str, str]:
+    """The session vLLM wants its key; clients of the sidecar never need it."""
+    return {"Authorization": f"Bearer {vllm_server.api_key}"}
 
 
 def client(url: str) -> openai.OpenAI:
@@ -160,7 +167,12 @@ def test_stream_through_sidecar_is_identical_to_direct(sidecar, vllm_server, inc
     }
     if include_usage:
         body["stream_options"] = {"include_usage": True}
-    direct = httpx.post(vllm_server.base_url + "/v1/chat/completions", json=body, timeout=120)
+    direct = httpx.post(
+        vllm_server.base_url + "/v1/chat/completions",
+        json=body,
+        headers=direct_headers(vllm_server),
+        timeout=120,
+    )
     proxied = httpx.post(
         sidecar.url + "/v1/chat/completions", json=body, headers=FORCE, timeout=120
     )
@@ -172,7 +184,12 @@ def test_stream_through_sidecar_is_identical_to_direct(sidecar, vllm_server, inc
 
 def test_upstream_4xx_passes_through_verbatim(sidecar, vllm_server):
     body = {"model": "no-such-model", "messages": QUESTION}
-    direct = httpx.post(vllm_server.base_url + "/v1/chat/completions", json=body, timeout=30)
+    direct = httpx.post(
+        vllm_server.base_url + "/v1/chat/completions",
+        json=body,
+        headers=direct_headers(vllm_server),
+        timeout=30,
+    )
     proxied = httpx.post(sidecar.url + "/v1/chat/completions", json=body, headers=FORCE, timeout=30)
     assert direct.status_code == proxied.status_code == 404
     assert proxied.content == direct.content

@@ -103,6 +103,18 @@ def test_command_and_environment_carry_the_cpu_and_lora_settings(tmp_path: Path)
     assert server.pid is None
 
 
+def test_the_api_key_travels_in_the_environment_not_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VLLM_API_KEY", "inherited")
+    keyed = VLLMServer(tmp_path / "m", "base", api_key="driftloop-only")
+    assert keyed.environment()["VLLM_API_KEY"] == "driftloop-only"
+    assert not any("driftloop-only" in arg for arg in keyed.command())
+    assert "--api-key" not in keyed.command()
+    # Without a key of its own the server wants none: an inherited one would lock driftloop out.
+    assert "VLLM_API_KEY" not in VLLMServer(tmp_path / "m", "base").environment()
+
+
 def test_port_zero_picks_a_free_port(tmp_path: Path) -> None:
     server = VLLMServer(tmp_path, "base")
     assert server.port > 0
@@ -176,13 +188,19 @@ def tiny_model() -> Path:
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_real_vllm_serves_the_tiny_model_and_stops(tiny_model: Path, tmp_path: Path) -> None:
-    from openai import OpenAI
+    from openai import AuthenticationError, OpenAI
 
-    server = VLLMServer(tiny_model, "tiny", max_model_len=512, log_path=tmp_path / "vllm.log")
-    with server:
+    server = VLLMServer(
+        tiny_model, "tiny", max_model_len=512, log_path=tmp_path / "vllm.log", api_key="k" * 32
+    )
+    with server:  # healthy: /health needs no key
         assert server.pid is not None
         pgid = server.pid
-        client = OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+        anonymous = OpenAI(base_url=f"{server.base_url}/v1", api_key="wrong", max_retries=0)
+        with pytest.raises(AuthenticationError):
+            anonymous.models.list()
+        anonymous.close()
+        client = OpenAI(base_url=f"{server.base_url}/v1", api_key="k" * 32, max_retries=0)
         assert [model.id for model in client.models.list().data] == ["tiny"]
         reply = client.chat.completions.create(
             model="tiny",

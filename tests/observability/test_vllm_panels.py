@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 def test_vllm_queries_of_the_traffic_dashboard_return_data(vllm_server, start_sidecar, tmp_path):
     sidecar = start_sidecar(
         vllm_server.base_url,
+        upstream_api_key=vllm_server.api_key,
         aliases={"support": SERVED_NAME},
         drift={"enabled": False},
         judges={"enabled": False},

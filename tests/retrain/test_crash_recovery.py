@@ -77,6 +77,7 @@ def service_env(vllm_server, smollm2_dir, tmp_path):
         "DRIFTLOOP__VLLM__LAUNCH": "false",
         "DRIFTLOOP__VLLM__SERVED_MODEL_NAME": vllm_server.served_model_name,
         "DRIFTLOOP__SIDECAR__UPSTREAM_URL": vllm_server.base_url,
+        "DRIFTLOOP_VLLM_API_KEY": vllm_server.api_key,  # vllm.api_key_env's default name
         "DRIFTLOOP__SIDECAR__PORT": str(free_port()),
         "DRIFTLOOP__API__PORT": str(api_port),
         "DRIFTLOOP__CAPTURE__DB_PATH": str(tmp_path / "service.duckdb"),
@@ -98,7 +99,7 @@ def service_env(vllm_server, smollm2_dir, tmp_path):
         headers={"Authorization": f"Bearer {TOKEN}"},
         timeout=30,
     )
-    admin = VLLMAdmin(vllm_server.base_url)
+    admin = VLLMAdmin(vllm_server.base_url, api_key=vllm_server.api_key)
     yield env, api, admin
     for name in admin.loaded_adapters():
         admin.unload(name)

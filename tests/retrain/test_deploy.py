@@ -43,7 +43,7 @@ def deployer(vllm_server, tmp_path):
     store = Store.open(tmp_path / "d.duckdb")
     registry = CollectorRegistry()
     aliases = AliasTable({"support": "smollm2"})
-    admin = VLLMAdmin(vllm_server.base_url)
+    admin = VLLMAdmin(vllm_server.base_url, api_key=vllm_server.api_key)
     d = Deployer(Registry(store), admin, aliases, LoopMetrics(registry), base_model="smollm2")
     d.prom = registry  # for assertions
     yield d
@@ -59,8 +59,8 @@ def staged(registry: Registry, adapter_id: str, path: Path):
     return registry.transition(adapter_id, Status.STAGING, actor="loop", reason="gate passed")
 
 
-def answer(url: str, model: str) -> str:
-    client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+def answer(server, model: str) -> str:
+    client = OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0)
     reply = client.chat.completions.create(
         model=model, messages=PROMPT, max_tokens=12, temperature=0
     )
@@ -75,7 +75,7 @@ def test_deploy_rollback_and_metrics(deployer, loras, vllm_server):
     assert deployer.aliases.resolve("support") == "support-v1"
     assert "support-v1" in deployer.admin.loaded_adapters()
     # the adapter really serves: its answer differs from the base model's
-    assert answer(vllm_server.base_url, "support-v1") != answer(vllm_server.base_url, "smollm2")
+    assert answer(vllm_server, "support-v1") != answer(vllm_server, "smollm2")
     # a name is never reused for other weights (stale prefix cache, wrong answers)
     with pytest.raises(VLLMAdminError, match="already serves 'support-v1'"):
         deployer.admin.load("support-v1", str(loras[1]))
@@ -147,3 +147,23 @@ def test_reconcile_after_a_crash_between_load_and_switch(deployer, loras):
     assert registry.get(v2.id).status is Status.STAGING  # still promotable by an operator
     states = deployer.store.query("SELECT state FROM deployments ORDER BY id")
     assert states == [("switched",), ("failed",)]
+
+
+def test_a_deployer_without_vllms_key_is_refused_and_nothing_switches(vllm_server, loras, tmp_path):
+    store = Store.open(tmp_path / "nokey.duckdb")
+    aliases = AliasTable({"support": "smollm2"})
+    with VLLMAdmin(vllm_server.base_url) as anonymous:
+        d = Deployer(
+            Registry(store),
+            anonymous,
+            aliases,
+            LoopMetrics(CollectorRegistry()),
+            base_model="smollm2",
+        )
+        adapter = staged(d.registry, "lora0001", loras[0])
+        with pytest.raises(VLLMAdminError, match=r"\(401\)"):
+            d.deploy(adapter, actor="loop", reason="no key")
+    assert aliases.resolve("support") == "smollm2"
+    [(state, reason)] = store.query("SELECT state, reason FROM deployments")
+    assert state == "failed" and "401" in reason and vllm_server.api_key not in reason
+    store.close()

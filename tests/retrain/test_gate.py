@@ -327,7 +327,10 @@ def test_server_errors_raise_gate_errors_naming_model_and_cause(scripted, golden
 @pytest.mark.slow
 def test_base_smollm2_does_not_answer_in_the_house_format(vllm_server, golden):
     client = openai.OpenAI(
-        base_url=vllm_server.base_url + "/v1", api_key="test", max_retries=0, timeout=300
+        base_url=vllm_server.base_url + "/v1",
+        api_key=vllm_server.api_key,
+        max_retries=0,
+        timeout=300,
     )
     scores = evaluate_model(client, SERVED_NAME, golden, max_tokens=64, concurrency=8)
     client.close()

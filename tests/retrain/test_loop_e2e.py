@@ -56,6 +56,7 @@ def service(start_sidecar, vllm_server, smollm2_dir, tmp_path):
     seed = write_seed_dataset(tmp_path / "seed.jsonl")
     sidecar = start_sidecar(
         vllm_server.base_url,
+        upstream_api_key=vllm_server.api_key,
         aliases={ALIAS: vllm_server.served_model_name},
         drift={"reference_size": WINDOW, "window_size": WINDOW, "min_samples": 30},
         judges={"enabled": False},
