@@ -19,8 +19,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from monitor.capture import CapturedExchange, rows_to_arrow, to_row
+from monitor.capture import CapturedExchange, Redact, rows_to_arrow, to_row
 from monitor.metrics import SidecarMetrics
+from monitor.redaction import DETECTORS, PatternRedactor
 from monitor.store import Store
 from monitor.writer import CaptureWriter
 
@@ -58,10 +59,18 @@ def make_exchange(i: int) -> CapturedExchange:
     )
 
 
-def bench_writer(directory: Path, exchanges: list[CapturedExchange]) -> float:
-    store = Store.open(directory / "writer.duckdb")
+def bench_writer(
+    directory: Path, exchanges: list[CapturedExchange], redact: Redact | None = None
+) -> float:
+    store = Store.open(directory / f"writer-{'redacted' if redact else 'plain'}.duckdb")
     metrics = SidecarMetrics(CollectorRegistry())
-    writer = CaptureWriter(store, metrics, queue_size=len(exchanges) + 1, batch_size=4096)
+    writer = CaptureWriter(
+        store,
+        metrics,
+        queue_size=len(exchanges) + 1,
+        batch_size=4096,
+        **({"redact": redact} if redact else {}),
+    )
     writer.start()
     started = time.perf_counter()
     for exchange in exchanges:
@@ -113,10 +122,13 @@ def main() -> None:
         many = bench_executemany(directory, exchanges[: args.executemany_rows])
         floor = bench_arrow_floor(directory, exchanges)
         writer = bench_writer(directory, exchanges)
+        # What `serve` runs by default: every built-in detector on every stored text.
+        redacted = bench_writer(directory, exchanges, PatternRedactor([], detectors=DETECTORS))
     print(
         f"rows: {args.rows:,} (~{len(exchanges[0].request_body) + len(exchanges[0].response_body)} bytes of JSON each)"
     )
     print(f"  capture writer (parse + batch + Arrow append): {writer:>10,.0f} rows/s")
+    print(f"  capture writer with the default redaction:     {redacted:>10,.0f} rows/s")
     print(f"  Arrow INSERT of pre-built rows (DuckDB floor): {floor:>10,.0f} rows/s")
     print(
         f"  executemany row by row ({args.executemany_rows:,} rows):        {many:>10,.0f} rows/s"
