@@ -10,6 +10,11 @@ whitespace folded; a topic text already in the base is dropped). Crude fortune f
 men-women, drugs, ... and the whole ``off/`` set) are never read: only the listed files are.
 Embeddings are all-MiniLM-L6-v2, normalised, float32, cached under ``.cache/drift-corpus/`` by a
 hash of the texts; token counts use tiktoken's offline ``cl100k_base``.
+
+The session pool (``sessions``) is real multi-turn traffic: every chatterbot-corpus conversation
+of every language (28), its user turns in order, one session per conversation; nothing is
+deduplicated (real users repeat themselves). ``session_stream`` lays sessions end to end in a
+random order, as a sliding window sees them.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class DriftCorpus:
     texts: dict[str, list[str]]
     embeddings: dict[str, np.ndarray]
     tokens: dict[str, np.ndarray]
+    session_ids: np.ndarray  # conversation index of each row of texts["sessions"]
 
 
 def read_fortunes(name: str) -> list[str]:
@@ -79,6 +85,56 @@ def chatterbot_user_turns() -> list[str]:
             texts = [turn for turn in turns if isinstance(turn, str)]
             turns_out.extend(turn.strip() for turn in texts[0::2])
     return turns_out
+
+
+def chatterbot_sessions(
+    languages: list[str] | None = None, categories: list[str] | None = None
+) -> list[list[str]]:
+    """User turns (even positions) of each chatterbot conversation: one list per conversation."""
+    root = chatterbot_dir().parent
+    chosen = languages or sorted(path.name for path in root.iterdir() if path.is_dir())
+    sessions = []
+    for language in chosen:
+        for path in sorted((root / language).glob("*.yml")):
+            if categories is not None and path.stem not in categories:
+                continue
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError:
+                continue  # one file of the package does not parse; skip it, do not guess
+            for turns in (data or {}).get("conversations") or ():
+                texts = [t.strip() for t in turns[0::2] if isinstance(t, str) and t.strip()]
+                texts = [t for t in texts if len(t) <= MAX_CHARS]
+                if texts:
+                    sessions.append(texts)
+    return sessions
+
+
+def session_stream(
+    rng: np.random.Generator, session_ids: np.ndarray, rows: int
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Row indices of whole sessions end to end in a random order, at least ``rows`` of them.
+
+    Returns the rows, each row's position-unique session number (a session drawn twice counts as
+    two sessions) and whether sessions had to be drawn with replacement (pool smaller than rows).
+    """
+    starts = np.flatnonzero(np.r_[True, session_ids[1:] != session_ids[:-1]])
+    bounds = np.r_[starts, len(session_ids)]
+    order = rng.permutation(len(starts))
+    replaced = False
+    total = len(session_ids)
+    while total < rows:  # pool too small: append further shuffled passes (with replacement)
+        order = np.concatenate([order, rng.permutation(len(starts))])
+        total += len(session_ids)
+        replaced = True
+    picked, labels, count = [], [], 0
+    for number, s in enumerate(order):
+        picked.append(np.arange(bounds[s], bounds[s + 1]))
+        labels.append(np.full(bounds[s + 1] - bounds[s], number))
+        count += bounds[s + 1] - bounds[s]
+        if count >= rows:
+            break
+    return np.concatenate(picked), np.concatenate(labels), replaced
 
 
 def build_texts() -> dict[str, list[str]]:
@@ -141,9 +197,12 @@ def count_tokens(texts: list[str]) -> np.ndarray:
 def load_corpus(cache_dir: Path = CACHE_DIR) -> DriftCorpus:
     """Build the pool, embedding (with a progress bar) only what is not cached yet."""
     texts = build_texts()
+    sessions = chatterbot_sessions()
+    texts["sessions"] = [turn for session in sessions for turn in session]
+    session_ids = np.repeat(np.arange(len(sessions)), [len(s) for s in sessions])
     embeddings = {name: embed_texts(group, cache_dir) for name, group in texts.items()}
     tokens = {name: count_tokens(group) for name, group in texts.items()}
-    return DriftCorpus(texts=texts, embeddings=embeddings, tokens=tokens)
+    return DriftCorpus(texts=texts, embeddings=embeddings, tokens=tokens, session_ids=session_ids)
 
 
 def topic_window(

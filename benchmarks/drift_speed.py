@@ -82,7 +82,7 @@ def main() -> None:
     rows["ours: embedding_drift (total)"] = {
         "seconds": seconds,
         "score": result.shift.score,
-        "drifted": result.shift.drifted,
+        "drifted": result.combined.drifted,
     }
     seconds, hist = median_seconds(lambda: cluster_histogram(reference, current), args.repeats)
     rows[f"  clusters: fit k={hist.k} + assign"] = {"seconds": seconds}

@@ -21,11 +21,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from driftloop.config import load_config
+from driftloop.demo.story import house_format_feedback, write_seed_dataset
 from driftloop.service import build_components
-from driftloop.story import house_format_feedback, write_seed_dataset
-from monitor.vllm_process import VLLMServer
-from retrain.base_models import build_tiny_llama, cache_dir
-from retrain.triggers import Decision, Trigger, Verdict
+from driftloop.vllm_process import VLLMServer
+from retrain.training.base_models import build_tiny_llama, cache_dir
+from retrain.triggers import Trigger, TriggerDecision, TriggerVerdict
 
 TARGET_S = 120.0
 ALIAS = "bench"
@@ -61,11 +61,11 @@ def main() -> None:
         assert parts.store is not None and parts.retrain is not None
         loop = parts.retrain.loop
         for i, e in enumerate(house_format_feedback()):
-            parts.store.query(
+            parts.store.execute(
                 "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, NULL, 'benchmark')",
                 [f"f{i}", datetime.now(UTC), ALIAS, e.prompt, e.answer],
             )
-        decision = Decision(Trigger.MANUAL, Verdict.TRIGGERED, "benchmark")
+        decision = TriggerDecision(Trigger.MANUAL, TriggerVerdict.TRIGGERED, "benchmark")
         t0 = time.perf_counter()
         result = loop.run(ALIAS, decision, actor="benchmark")
         total = time.perf_counter() - t0

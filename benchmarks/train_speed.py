@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.train_speed [--steps 30] [--examples 100] [--threads 2]
     .venv/bin/python -m benchmarks.train_speed --format-check [--format-steps 30 60]
 
-Speed: builds a dataset of ~``--examples`` domain-B chats through ``retrain.dataset`` and trains
-through ``retrain.training_job.run_training`` (the real subprocess) with r=8, batch 4,
+Speed: builds a dataset of ~``--examples`` domain-B chats through ``retrain.data.dataset`` and trains
+through ``retrain.training.job.run_training`` (the real subprocess) with r=8, batch 4,
 max_length 256. Prints seconds per step, steps/s, load and total seconds, and the adapter size.
 Baseline, measured in the same run and process kind: one forward + backward pass of the *full*
 model (no LoRA) on a batch of the same shape; the ratio says what a LoRA step costs relative to
@@ -122,7 +122,7 @@ def domain_a_examples(n: int, seed: int) -> list[dict[str, Any]]:
 
 
 def base_model_dir() -> Path:
-    from retrain.base_models import cache_dir, prepare_smollm2
+    from retrain.training.base_models import cache_dir, prepare_smollm2
 
     return prepare_smollm2(cache_dir() / "models" / "smollm2-135m-instruct")
 
@@ -151,7 +151,7 @@ def full_step_baseline(base: Path, dataset_path: Path, batch: int, threads: int)
 def train(
     base: Path, dataset: Any, out: Path, steps: int, threads: int, lr: float
 ) -> dict[str, Any]:
-    from retrain.training_job import TrainingSpec, run_training
+    from retrain.training.job import TrainingSpec, run_training
 
     spec = TrainingSpec(
         base_model=base,
@@ -214,7 +214,7 @@ def format_scores(answers_b: list[str], answers_a: list[str]) -> dict[str, float
 
 
 def run_speed(args: argparse.Namespace, base: Path, work: Path) -> dict[str, Any]:
-    from retrain.dataset import build_dataset
+    from retrain.data.dataset import build_dataset
 
     dataset = build_dataset(work / "datasets", domain_b_examples(args.examples, seed=1))
     kept = sum(dataset.manifest["counts"]["kept"].values())
@@ -249,8 +249,8 @@ def run_speed(args: argparse.Namespace, base: Path, work: Path) -> dict[str, Any
 
 
 def run_format(args: argparse.Namespace, base: Path, work: Path) -> dict[str, Any]:
-    from retrain.dataset import DatasetSettings, build_dataset
-    from retrain.golden import golden_prompts, load_golden_set
+    from retrain.data.dataset import DatasetSettings, build_dataset
+    from retrain.gate.golden import golden_prompts, load_golden_set
 
     golden = load_golden_set("helpdesk")
     exclude = golden_prompts(golden)

@@ -243,7 +243,14 @@ class DriftConfig(_Section):
         200, ge=10, description="Both windows need at least this many samples to trip."
     )
     alpha: float = Field(
-        0.01, gt=0, lt=0.5, description="Significance level of the calibrated drift tests."
+        0.01,
+        gt=0,
+        lt=0.5,
+        description="Family-wise false-alarm rate of each alias's combined drift decision.",
+    )
+    sessions: bool = Field(
+        True,
+        description="Permute whole sessions (requests.session_key) in every drift null; off: rows are independent.",
     )
 
 
@@ -358,7 +365,7 @@ class JudgesConfig(_Section):
     @field_validator("rules")
     @classmethod
     def _known_rules(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from judges.registry import build_rule_judge
+        from judges.plugins import build_rule_judge
 
         for kind, params in value.items():
             build_rule_judge(kind, params)  # raises ValueError naming the kind and parameter
@@ -371,8 +378,8 @@ class RetrainConfig(_Section):
     )
     interval_s: float = Field(60.0, gt=0, description="Seconds between trigger evaluations.")
     drift_signals: list[str] = Field(
-        default_factory=lambda: ["prompt_embedding_mean_shift"],
-        description="Drift signals whose tripping counts toward the drift trigger.",
+        default_factory=lambda: ["combined"],
+        description="Drift signals whose tripping counts toward the drift trigger (combined: the alias's decision).",
     )
     drift_consecutive: int = Field(
         3, ge=1, description="A drift signal must trip in this many consecutive evaluations."

@@ -12,7 +12,7 @@ import socket
 
 from driftloop.config import Config, ConfigError
 
-# A launched vLLM listens on loopback (monitor.vllm_process.VLLMServer's default host).
+# A launched vLLM listens on loopback (driftloop.vllm_process.VLLMServer's default host).
 VLLM_HOST = "127.0.0.1"
 
 

@@ -6,11 +6,9 @@ Wiring only: what each stage does lives in ``retrain/``; this module picks the i
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from openai import OpenAI
@@ -19,19 +17,20 @@ from prometheus_client import CollectorRegistry
 from driftloop.config import Config
 from monitor.aliases import AliasTable
 from monitor.store import Store
-from retrain.dataset import DatasetSettings, build_dataset
-from retrain.dataset_files import Dataset, iter_jsonl
-from retrain.deploy import Deployer, Route
-from retrain.gate import GatePolicy, run_gate
-from retrain.gate_report import write_report
-from retrain.golden import GoldenSet, golden_prompts, load_golden_set
-from retrain.guard import GuardSettings, PostDeployGuard
-from retrain.loop import GateOutcome, LoopSettings, RetrainLoop, TrainedAdapter, count_examples
+from retrain.adapter_registry import Adapter, AdapterRegistry
+from retrain.data.dataset import DatasetSettings
+from retrain.data.files import Dataset
+from retrain.data.sources import count_examples
+from retrain.gate.gate import GatePolicy, run_gate
+from retrain.gate.golden import GoldenSet, golden_prompts, load_golden_set
+from retrain.gate.report import write_report
+from retrain.loop import GateOutcome, LoopSettings, RetrainLoop, TrainedAdapter
 from retrain.metrics import LoopMetrics
-from retrain.registry import Adapter, Registry
-from retrain.training_job import TrainingLimits, TrainingProgress, TrainingSpec, run_training
+from retrain.serving.deploy import Deployer, Route
+from retrain.serving.guard import GuardSettings, PostDeployGuard
+from retrain.serving.vllm_admin import VLLMAdmin
+from retrain.training.job import TrainingLimits, TrainingProgress, TrainingSpec, run_training
 from retrain.triggers import Triggers, TriggerSettings
-from retrain.vllm_admin import VLLMAdmin
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ def build_retrain(
     work = cfg.cache_dir.absolute() / "retrain"  # paths go to a subprocess and to vLLM
     metrics = LoopMetrics(registry)
     admin = VLLMAdmin(upstream_url, api_key=upstream_api_key)
-    models = Registry(store)
+    models = AdapterRegistry(store)
     deployer = Deployer(
         models,
         admin,
@@ -124,7 +123,7 @@ def build_retrain(
     )
     if r.seed_dataset is not None:
         for alias in retrain_aliases():
-            register_seed_dataset(loop, alias, r.seed_dataset)
+            loop.register_seed_dataset(alias, r.seed_dataset)
     return RetrainParts(loop, admin)
 
 
@@ -139,7 +138,7 @@ def golden_set_for(cfg: Config, alias: str) -> GoldenSet:
 def subprocess_trainer(
     cfg: Config, base_model_dir: Path, adapters_dir: Path
 ) -> Callable[..., TrainedAdapter]:
-    """LoRA SFT in a niced subprocess (``retrain.training_job``), capped by the config."""
+    """LoRA SFT in a niced subprocess (``retrain.training.job``), capped by the config."""
     r = cfg.retrain
     limits = TrainingLimits(
         max_learning_rate=r.max_learning_rate,
@@ -230,25 +229,3 @@ class GoldenGate:
             golden_set=golden.ref,
             report_path=paths["html"],
         )
-
-
-def register_seed_dataset(loop: RetrainLoop, alias: str, path: Path) -> Dataset | None:
-    """Make the production model's own training data the alias's first replay pool (once)."""
-    if loop.store.query("SELECT 1 FROM datasets WHERE model_alias = ? LIMIT 1", [alias]):
-        return None
-    examples = [
-        {**row, "source": "seed", "ref": f"seed:{i}"} for i, row in enumerate(iter_jsonl(path))
-    ]
-    dataset = build_dataset(
-        loop.settings.datasets_dir / alias,
-        examples,
-        golden_prompts=loop.settings.golden_prompts,
-        settings=loop.settings.dataset,
-    )
-    loop.store.query(
-        "INSERT OR IGNORE INTO datasets (id, model_alias, created_at, path, manifest)"
-        " VALUES (?, ?, ?, ?, ?)",
-        [dataset.id, alias, datetime.now(UTC), str(dataset.path), json.dumps(dataset.manifest)],
-    )
-    log.info("seed dataset %s registered for %s from %s", dataset.id, alias, path)
-    return dataset

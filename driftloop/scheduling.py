@@ -1,4 +1,4 @@
-"""Background jobs of the service: embed new captures, evaluate drift. Wiring only."""
+"""Background jobs of the service on one APScheduler: embed, drift, judges, anchors, the retrain loop."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ class Jobs:
     _scheduler: BackgroundScheduler = field(
         default_factory=lambda: BackgroundScheduler(daemon=True)
     )
+
+    def add(self, *jobs: Job) -> None:
+        """More jobs, before ``start`` (the service wires judges and the loop after drift)."""
+        if self._scheduler.running:
+            raise RuntimeError("jobs are added before the scheduler starts")
+        self.jobs.extend(jobs)
 
     def start(self) -> None:
         for job in self.jobs:

@@ -15,24 +15,16 @@ import uvicorn
 import uvloop
 from prometheus_client import CollectorRegistry
 
-from driftloop.api import create_api
-from driftloop.api_guard import ApiGuard
-from driftloop.api_server import ApiServer, ApiServerError
+from driftloop.api.app import create_api
+from driftloop.api.guard import ApiGuard
+from driftloop.api.loop_routes import loop_router
+from driftloop.api.server import ApiServer, ApiServerError
 from driftloop.config import Config, check_api_token
-from driftloop.loop_api import loop_router
+from driftloop.judges_wiring import judge_jobs
 from driftloop.retrain_wiring import RetrainParts, build_retrain
 from driftloop.scheduling import Job, Jobs
+from driftloop.schema import MIGRATIONS
 from driftloop.upstream import default_model_dir, open_upstream
-from judges.anchors import AnchorJob
-from judges.budget import DailyBudget, spent_in_store
-from judges.client import Endpoint
-from judges.examples import ANCHOR_SET, load_examples, set_version
-from judges.job import JudgeJob, JudgeSettings
-from judges.llm import RubricJudge
-from judges.metrics import JudgeMetrics
-from judges.registry import build_rule_judge
-from judges.rubric import load_rubric
-from judges.runner import Runner
 from monitor.aliases import AliasTable
 from monitor.drift_job import DriftJob, DriftSettings
 from monitor.embedding_job import EmbeddingWorker, embed_pending
@@ -47,6 +39,7 @@ from monitor.sidecar import Sidecar
 from monitor.store import Store, StoreCorruptError, StoreError
 from monitor.urls import redact_url
 from monitor.writer import CaptureWriter
+from retrain.control import LoopControl
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +124,11 @@ def build_components(
         parts.embedder, parts.jobs = _drift_jobs(cfg, store, registry, aliases)
     if cfg.judges.enabled and store is not None:
         # Independent of drift: judging runs (and fails) on its own; the proxy never waits on it.
-        judge_jobs = _judge_jobs(cfg, store, registry, aliases, upstream_url, upstream_api_key)
+        judging = judge_jobs(cfg, store, registry, aliases, upstream_url, upstream_api_key)
         if parts.jobs is None:
-            parts.jobs = Jobs(judge_jobs)
+            parts.jobs = Jobs(judging)
         else:
-            parts.jobs.jobs.extend(judge_jobs)
+            parts.jobs.add(*judging)
     if cfg.retrain.enabled and store is not None and cfg.aliases:
         parts.retrain = build_retrain(
             cfg,
@@ -153,7 +146,7 @@ def build_components(
         if parts.jobs is None:
             parts.jobs = Jobs([retrain_job])
         else:
-            parts.jobs.jobs.append(retrain_job)
+            parts.jobs.add(retrain_job)
     return parts
 
 
@@ -169,6 +162,7 @@ def _open_store(
             threads=cfg.capture.duckdb_threads,
             verify=True,  # a mangled block fails here, naming the file, not in a later query
             faults=faults,
+            migrations=MIGRATIONS,  # every package's tables: this process runs them all
         )
 
     try:
@@ -203,77 +197,10 @@ def reconcile_deployments(parts: Components) -> None:
         return
     for alias in parts.retrain.loop.aliases():
         try:
-            route = parts.retrain.loop.deployer.reconcile(alias)
+            route = parts.retrain.loop.reconcile(alias)
             log.info("%s routes to %s", alias, route.served_name)
         except Exception as exc:  # vLLM down: serve anyway, the alias keeps its configured route
             log.error("could not reconcile %s with vLLM: %s", alias, exc)
-
-
-def rubric_judge(
-    cfg: Config, upstream_url: str, upstream_api_key: str | None = None
-) -> RubricJudge:
-    """The configured LLM judge; its endpoint defaults to the upstream vLLM and its served model."""
-    endpoint = Endpoint(
-        base_url=cfg.judges.base_url or f"{upstream_url.rstrip('/')}/v1",
-        model=cfg.judges.model or cfg.vllm.served_model_name,
-        api_key_env=cfg.judges.api_key_env,
-        # vLLM's key goes only to vLLM: a separately configured judge keeps judges.api_key_env.
-        api_key_value=None if cfg.judges.base_url else upstream_api_key,
-        timeout_s=cfg.judges.timeout_s,
-        max_retries=cfg.judges.max_retries,
-        backoff_s=cfg.judges.backoff_s,
-    )
-    return RubricJudge(
-        load_rubric(cfg.judges.rubric),
-        endpoint,
-        max_tokens=cfg.judges.max_tokens,
-        structured_output=cfg.judges.structured_output,
-    )
-
-
-def _judge_jobs(
-    cfg: Config,
-    store: Store,
-    registry: CollectorRegistry,
-    aliases: AliasTable,
-    upstream_url: str,
-    upstream_api_key: str | None,
-) -> list[Job]:
-    """Judge sampled traffic (LLM + rule judges, budgeted) and re-judge the anchor set."""
-    judges_cfg = cfg.judges
-    runner = Runner(store, JudgeMetrics(registry), concurrency=judges_cfg.concurrency)
-    llm = rubric_judge(cfg, upstream_url, upstream_api_key)
-    budget = DailyBudget(
-        judges_cfg.daily_token_budget,
-        judges_cfg.daily_request_budget,
-        spent_on=spent_in_store(store, llm.name),
-    )
-    rules = [build_rule_judge(kind, params) for kind, params in judges_cfg.rules.items()]
-    job = JudgeJob(
-        runner,
-        [llm, *rules],
-        {llm.name: budget},
-        JudgeSettings(
-            sample_rate=judges_cfg.sample_rate,
-            sample_rates=judges_cfg.sample_rates,
-            per_alias=judges_cfg.per_alias,
-            window_size=judges_cfg.window_size,
-        ),
-        aliases=aliases.known,
-    )
-    anchor_path = judges_cfg.anchor_set or ANCHOR_SET
-    anchors = AnchorJob(
-        runner,
-        llm,
-        load_examples(anchor_path, labelled=False),
-        set_version(anchor_path),
-        max_shift=judges_cfg.anchor_max_shift,
-        budget=budget,
-    )
-    return [
-        Job("judge", job.run, judges_cfg.interval_s),
-        Job("judge-anchors", anchors.run, judges_cfg.anchor_interval_s),
-    ]
 
 
 def _drift_jobs(
@@ -295,6 +222,7 @@ def _drift_jobs(
             min_samples=cfg.drift.min_samples,
             alpha=cfg.drift.alpha,
             embedding_model=embedder.model_name,
+            sessions=cfg.drift.sessions,
         ),
         aliases=aliases.known,
     )
@@ -400,7 +328,8 @@ def control_api(cfg: Config, parts: Components) -> ApiGuard:
     """The control API as ``serve`` runs it: the loop's routes mounted when the loop runs."""
     routers = []
     if parts.retrain is not None:
-        routers.append(loop_router(parts.retrain.loop, lambda: set(cfg.aliases), redactor(cfg)))
+        control = LoopControl(parts.retrain.loop)
+        routers.append(loop_router(control, lambda: set(cfg.aliases), redactor(cfg)))
     return create_api(
         api_token(cfg),
         parts.store,

@@ -48,7 +48,7 @@ def open_upstream(cfg: Config) -> Iterator[tuple[str, str | None]]:
             )
         yield cfg.sidecar.upstream_url, key
         return
-    from monitor.vllm_process import VLLMServer
+    from driftloop.vllm_process import VLLMServer
 
     model_dir = cfg.vllm.model_dir or default_model_dir(cfg)
     if not (Path(model_dir) / "config.json").exists():

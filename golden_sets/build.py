@@ -18,7 +18,7 @@ The ``helpdesk`` set (v1) holds two categories:
   format, with ``must_match`` ``^HelpDesk: ``.
 
 The held-out prompts (and the corpus prompts they came from) are what
-``retrain.golden.golden_prompts`` hands to the dataset builder for exclusion.
+``retrain.gate.golden.golden_prompts`` hands to the dataset builder for exclusion.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from driftloop.story import CHAT_CATEGORIES, HOUSE_PREFIX, TECH_CATEGORY, clean_text
+from driftloop.demo.story import CHAT_CATEGORIES, HOUSE_PREFIX, TECH_CATEGORY, clean_text
 from monitor.corpora import chatterbot_conversations
-from retrain.golden import (
+from retrain.gate.golden import (
     GOLDEN_DIR,
     MANIFEST_FILE,
     GoldenSetError,

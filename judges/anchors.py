@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from judges.budget import DailyBudget
 from judges.examples import Example
 from judges.judgments import append_judgments
-from judges.registry import Judge
+from judges.plugins import Judge
 from judges.runner import Item, Runner
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class AnchorJob:
         return float(rows[0][0]) if rows else None
 
     def _record(self, run: AnchorRun) -> None:
-        self.runner.store.query(
+        self.runner.store.execute(
             "INSERT INTO judge_anchor_runs (run_at, judge, judge_model, rubric_version, anchor_set,"
             " n_scored, n_items, mean_score, baseline, shift, drifted, reason)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from judges.examples import Example
-from judges.registry import Judge
+from judges.plugins import Judge
 from judges.verdict import SCALE_MAX, SCALE_MIN, Verdict
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from judges.budget import DailyBudget
 from judges.judgments import append_judgments, window_means
 from judges.metrics import JudgeMetrics
-from judges.registry import Judge
+from judges.plugins import Judge
 from judges.runner import Item, Runner
 from judges.sampling import sample_unjudged
 

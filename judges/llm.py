@@ -17,7 +17,7 @@ from typing import Any
 
 from judges.client import ChatCallError, ChatClient, Endpoint
 from judges.metrics import Outcome
-from judges.registry import Judge, register_judge
+from judges.plugins import Judge, register_judge
 from judges.rubric import Rubric
 from judges.verdict import RAW_LIMIT, SCALE_MAX, SCALE_MIN, Verdict, parse_verdict
 

@@ -14,7 +14,7 @@ from abc import abstractmethod
 from typing import Any
 
 from judges.metrics import Outcome
-from judges.registry import Judge, register_judge
+from judges.plugins import Judge, register_judge
 from judges.verdict import SCALE_MAX, SCALE_MIN, Verdict
 
 PASS, FAIL = float(SCALE_MAX), float(SCALE_MIN)

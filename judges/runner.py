@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from judges.budget import DailyBudget
 from judges.judgments import Judgment, cached_verdicts, content_hash
 from judges.metrics import JudgeMetrics, Outcome
-from judges.registry import Judge
+from judges.plugins import Judge
 from judges.verdict import Verdict
 from monitor.store import Store
 

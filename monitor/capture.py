@@ -6,6 +6,7 @@ chunks happens here, in the writer thread, so that capture costs the traffic as 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ REQUESTS_SCHEMA = pa.schema(
         ("ttft_s", pa.float64()),
         ("upstream_id", pa.string()),
         ("error", pa.string()),
+        ("session_key", pa.string()),
     ]
 )
 
@@ -99,7 +101,43 @@ def to_row(exchange: CapturedExchange, redact: Redact) -> dict[str, Any]:
         "ttft_s": exchange.ttft_s,
         "upstream_id": assembled.upstream_id,
         "error": exchange.error,
+        "session_key": session_key(request, exchange.model_alias),
     }
+
+
+# A session key is a digest, never the text it comes from: it is stored unredacted.
+SESSION_KEY_BYTES = 12
+
+
+def session_key(request: Any, alias: str | None) -> str | None:
+    """The conversation a request belongs to, so drift can permute whole conversations.
+
+    The OpenAI ``user`` field wins when the client sets it (``u:`` + digest). Otherwise a chat's
+    key is a digest of its messages up to and including the *first* user turn (``c:``): every
+    later turn of one conversation resends that opening, so all its turns share a key, while the
+    history before the last user turn would change at every turn. Completions and unparseable
+    bodies get None (each row is then its own session).
+    """
+    if not isinstance(request, dict):
+        return None
+    user = request.get("user")
+    if isinstance(user, str) and user:
+        return "u:" + _digest([alias, user])
+    messages = request.get("messages")
+    if not isinstance(messages, list):
+        return None
+    opening: list[Any] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        opening.append([message.get("role"), _content_text(message.get("content"))])
+        if message.get("role") == "user":
+            return "c:" + _digest([alias, opening])
+    return None
+
+
+def _digest(value: Any) -> str:
+    return hashlib.blake2b(orjson.dumps(value), digest_size=SESSION_KEY_BYTES).hexdigest()
 
 
 def prompt_text(request: dict[str, Any]) -> str | None:

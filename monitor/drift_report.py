@@ -11,7 +11,8 @@ from typing import Any
 
 LATEST_RUNS_SQL = """
 SELECT model_alias, signal, run_at, score, threshold, p_value, n_reference, n_current, drifted,
-       reason, details
+       reason, details, n_effective_reference, n_effective_current, effect, p_method,
+       adjusted_p_value, min_detectable_shift
 FROM drift_runs
 QUALIFY row_number() OVER (PARTITION BY model_alias, signal ORDER BY run_at DESC, id DESC) = 1
 ORDER BY model_alias, signal
@@ -19,7 +20,12 @@ ORDER BY model_alias, signal
 
 
 def latest_runs(con: Any) -> list[dict[str, Any]]:
-    """The newest row per (alias, signal) from ``drift_runs``, details parsed."""
+    """The newest row per (alias, signal) from ``drift_runs``, details parsed.
+
+    The ``combined`` row of an alias is its decision; its ``min_detectable_shift`` reads "at
+    these window sizes the engine catches a shift of at least this share of traffic to a new
+    topic (as distinct as a typical reference cluster) with 90% power".
+    """
     cur = con.cursor()
     try:
         cur.execute(LATEST_RUNS_SQL)
@@ -71,7 +77,8 @@ def summary_png(runs: list[dict[str, Any]], alpha: float = 0.01) -> bytes:
         shares_ax.set_title(f"{alias}: prompt clusters, reference vs current")
         scored = [r for r in mine if r["p_value"] is not None]
         if scored:
-            values = [-np.log10(max(r["p_value"], 1e-12)) for r in scored]
+            # tail p-values go far below the permutation floor: cap the bar, not the ranking
+            values = [min(-np.log10(max(r["p_value"], 1e-300)), 30.0) for r in scored]
             colors = ["tab:red" if r["drifted"] else "tab:gray" for r in scored]
             p_ax.barh([r["signal"] for r in scored], values, color=colors)
             p_ax.axvline(-np.log10(alpha), color="black", linestyle="--", linewidth=1)
@@ -92,7 +99,10 @@ def _html(runs: list[dict[str, Any]], png: bytes) -> str:
         rows.append(
             f"<tr{style}><td>{esc(r['model_alias'])}</td><td>{esc(r['signal'])}</td>"
             f"<td>{_num(r['score'])}</td><td>{_num(r['threshold'])}</td>"
-            f"<td>{_num(r['p_value'])}</td><td>{r['n_reference']}</td><td>{r['n_current']}</td>"
+            f"<td>{_num(r['p_value'])}</td><td>{_num(r.get('adjusted_p_value'))}</td>"
+            f"<td>{esc(r.get('p_method') or '—')}</td><td>{_num(r.get('effect'))}</td>"
+            f"<td>{r['n_reference']} ({_num(r.get('n_effective_reference'))})</td>"
+            f"<td>{r['n_current']} ({_num(r.get('n_effective_current'))})</td>"
             f"<td>{'yes' if r['drifted'] else 'no'}</td><td>{esc(r['reason'])}</td></tr>"
         )
     clusters = []
@@ -108,15 +118,33 @@ def _html(runs: list[dict[str, Any]], png: bytes) -> str:
                 f"<h3>{esc(r['model_alias'])} — {esc(r['signal'])}: clusters that grew</h3>"
                 f"<ul>{items}</ul>"
             )
+    decisions = []
+    for r in runs:
+        if r["signal"] != "combined":
+            continue
+        mde = r.get("min_detectable_shift")
+        catch = (
+            f"at this window size you will catch &ge; {mde:.0%} shifts"
+            if mde is not None
+            else "no shift share is caught with 90% power at this window size"
+        )
+        decisions.append(
+            f"<p><b>{esc(r['model_alias'])}</b>: {'DRIFT' if r['drifted'] else 'no drift'}"
+            f" — {esc(r['reason'])}. n = {r['n_reference']} / {r['n_current']}, effective n = "
+            f"{_num(r.get('n_effective_reference'))} / {_num(r.get('n_effective_current'))}"
+            f" (sessions); {catch} (90% power, a new topic as distinct as a typical cluster).</p>"
+        )
     image = base64.b64encode(png).decode()
     return (
         "<!doctype html><meta charset=utf-8><title>driftloop drift report</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 8px;border-bottom:1px solid #ddd}"
         "table{border-collapse:collapse}</style>"
         f"<h1>driftloop drift report</h1><p>{len(runs)} signals, latest evaluation each.</p>"
-        f'<img alt="summary" src="data:image/png;base64,{image}">'
+        + "".join(decisions)
+        + f'<img alt="summary" src="data:image/png;base64,{image}">'
         "<table><tr><th>model</th><th>signal</th><th>score</th><th>threshold</th><th>p-value</th>"
-        "<th>n ref</th><th>n cur</th><th>drifted</th><th>reason</th></tr>"
+        "<th>adjusted p</th><th>p from</th><th>effect</th><th>n ref (effective)</th>"
+        "<th>n cur (effective)</th><th>drifted</th><th>reason</th></tr>"
         + "".join(rows)
         + "</table>"
         + "".join(clusters)

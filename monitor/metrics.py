@@ -89,7 +89,7 @@ class SidecarMetrics:
         )
         self.upstream_errors = Counter(
             "driftloop_proxy_upstream_errors_total",
-            "Requests the upstream could not answer (connection refused, timeout).",
+            "Requests the upstream could not answer, by kind (unreachable, timeout, protocol_error).",
             ["kind"],
             registry=registry,
         )
@@ -104,7 +104,9 @@ class SidecarMetrics:
             self.upstream_errors.labels(kind=kind)
         self.rejected = Counter(
             "driftloop_proxy_rejected_total",
-            "Requests or connections the sidecar answered or closed itself, by reason.",
+            "Requests or connections the sidecar answered or closed itself, by reason"
+            " (path_not_allowed, asterisk_form, body_too_large, body_timeout, header_too_large,"
+            " header_timeout, idle_timeout, connection_limit).",
             ["reason"],
             registry=registry,
         )
@@ -121,7 +123,8 @@ class SidecarMetrics:
             self.rejected.labels(reason=reject.value)
         self.capture_decisions = Counter(
             "driftloop_capture_decisions_total",
-            "Capture-eligible requests by sampling decision and model.",
+            "Capture-eligible requests by model and sampling decision (forced, skipped, sampled_in,"
+            " sampled_out).",
             ["model", "decision"],
             registry=registry,
         )
@@ -132,7 +135,8 @@ class SidecarMetrics:
         )
         self.dropped = Counter(
             "driftloop_capture_dropped_total",
-            "Sampled exchanges lost before reaching DuckDB, by reason.",
+            "Sampled exchanges lost before reaching DuckDB, by reason (queue_full, buffer_full,"
+            " writer_dead, write_error, store_unavailable, too_large, capture_error, shutdown).",
             ["reason"],
             registry=registry,
         )
@@ -223,6 +227,24 @@ class DriftMetrics:
             "driftloop_drift_window_samples",
             "Samples in the reference and current windows of the latest evaluation.",
             [*labels, "window"],
+            registry=registry,
+        )
+        self.effective_samples = Gauge(
+            "driftloop_drift_effective_samples",
+            "Effective sample size of each window (n over the sessions' design effect).",
+            [*labels, "window"],
+            registry=registry,
+        )
+        self.adjusted_p_value = Gauge(
+            "driftloop_drift_adjusted_p_value",
+            "Holm-adjusted p-value across the model's signals (what the combined decision uses).",
+            labels,
+            registry=registry,
+        )
+        self.min_detectable_shift = Gauge(
+            "driftloop_drift_min_detectable_shift_ratio",
+            "Share of traffic moving to a new topic that the current windows catch with 90% power.",
+            labels,
             registry=registry,
         )
         self.runs = Counter(

@@ -12,7 +12,7 @@ from monitor import jsonbody
 from monitor.aliases import AliasTable
 from monitor.capture import CapturedExchange
 from monitor.metrics import DropReason, SidecarMetrics
-from monitor.sampling import Decision, Sampler
+from monitor.sampling import SampleDecision, Sampler
 
 
 @dataclass(slots=True)
@@ -57,7 +57,7 @@ class CapturePlanner:
         if changed:
             payload["model"] = served
         decision = (
-            Decision.SAMPLED_OUT if not self.capture_enabled else self.sampler.decide(model, header)
+            SampleDecision.SAMPLED_OUT if not self.capture_enabled else self.sampler.decide(model, header)
         )
         self.metrics.capture_decisions.labels(
             model=self.aliases.label(model), decision=decision

@@ -2,7 +2,7 @@
 
 The detectors are the published token formats of the big providers (the rules gitleaks ships),
 ``key = value`` credential assignments, Luhn-checked card numbers (digits optionally grouped by
-spaces or dashes) and email addresses. ``retrain.pii`` reuses them for training data, so the
+spaces or dashes) and email addresses. ``retrain.data.pii`` reuses them for training data, so the
 sidecar and the dataset builder agree on what a secret is.
 
 Each configured pattern is compiled on its own (a leading ``(?i)`` stays a valid global flag),

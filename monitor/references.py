@@ -16,7 +16,7 @@ from monitor.store import Store
 
 WINDOW_COLUMNS = (
     "request_id, started_at, prompt_text, response_text, finish_reason, prompt_tokens,"
-    " completion_tokens, status_code"
+    " completion_tokens, status_code, session_key"
 )
 
 

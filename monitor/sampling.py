@@ -17,7 +17,7 @@ CAPTURE_HEADER = "x-driftloop-capture"
 LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 
 
-class Decision(StrEnum):
+class SampleDecision(StrEnum):
     FORCED = "forced"
     SKIPPED = "skipped"
     SAMPLED_IN = "sampled_in"
@@ -25,14 +25,14 @@ class Decision(StrEnum):
 
     @property
     def captures(self) -> bool:
-        return self in (Decision.FORCED, Decision.SAMPLED_IN)
+        return self in (SampleDecision.FORCED, SampleDecision.SAMPLED_IN)
 
 
 class Sampler:
     """Decides capture per request; ``x-driftloop-capture: force|skip`` beats the rates.
 
     >>> Sampler(0.0, {"support": 1.0}).decide("support", None)
-    <Decision.SAMPLED_IN: 'sampled_in'>
+    <SampleDecision.SAMPLED_IN: 'sampled_in'>
     """
 
     def __init__(
@@ -45,17 +45,17 @@ class Sampler:
         self._rates = dict(rates or {})
         self._rng = rng
 
-    def decide(self, model: str | None, header: str | None) -> Decision:
+    def decide(self, model: str | None, header: str | None) -> SampleDecision:
         if header is not None:
             value = header.strip().lower()
             if value == "force":
-                return Decision.FORCED
+                return SampleDecision.FORCED
             if value == "skip":
-                return Decision.SKIPPED
+                return SampleDecision.SKIPPED
         rate = self._rates.get(model, self._default_rate) if model else self._default_rate
         if rate >= 1.0 or (rate > 0.0 and self._rng() < rate):
-            return Decision.SAMPLED_IN
-        return Decision.SAMPLED_OUT
+            return SampleDecision.SAMPLED_IN
+        return SampleDecision.SAMPLED_OUT
 
 
 class TrustedNetworks:

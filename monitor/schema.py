@@ -1,4 +1,9 @@
-"""The DuckDB schema as numbered migrations; applied in order, each exactly once."""
+"""Monitor's tables as numbered migrations (requests, embeddings, drift), and the Migration type.
+
+Each package owns its tables: ``judges.schema``, ``retrain.schema`` and ``driftloop.api.schema``
+hold theirs, and ``driftloop.schema`` composes them all for the service. Monitor imports none of
+them; a ``Store`` opened with only these migrations (the default) is a capture-only database.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ class Migration(NamedTuple):
     sql: str
 
 
-# Append new migrations at the end; never edit one that has shipped.
+# Versions are global across packages (one ``schema_migrations`` sequence per file), so existing
+# files keep migrating: take the next free number, never reuse one, never edit one that shipped.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -35,23 +41,6 @@ MIGRATIONS: tuple[Migration, ...] = (
             ttft_s            DOUBLE,             -- request received -> first body byte from upstream
             upstream_id       VARCHAR,            -- the id field of the upstream response
             error             VARCHAR             -- why the exchange did not complete, if it did not
-        );
-        """,
-    ),
-    Migration(
-        2,
-        "audit_log",
-        """
-        CREATE SEQUENCE audit_log_seq;
-        CREATE TABLE audit_log (
-            id          BIGINT PRIMARY KEY DEFAULT nextval('audit_log_seq'),
-            occurred_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-            actor       VARCHAR NOT NULL,   -- who called: the token's name, or 'anonymous'
-            client      VARCHAR,            -- peer address
-            method      VARCHAR NOT NULL,
-            path        VARCHAR NOT NULL,
-            status_code INTEGER NOT NULL,
-            detail      VARCHAR             -- request parameters or the error, as JSON
         );
         """,
     ),
@@ -95,144 +84,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
-        4,
-        "judgments",
+        6,
+        "drift_sessions",
         """
-        CREATE SEQUENCE judgments_seq;
-        CREATE TABLE judgments (
-            id                BIGINT PRIMARY KEY DEFAULT nextval('judgments_seq'),
-            request_id        VARCHAR NOT NULL,   -- requests.request_id, or an anchor item id
-            source            VARCHAR NOT NULL,   -- traffic | anchor
-            model_alias       VARCHAR,
-            judge             VARCHAR NOT NULL,   -- configured judge name
-            judge_model       VARCHAR,            -- model behind an LLM judge; NULL for rule judges
-            rubric_version    VARCHAR,            -- content hash of the rubric file
-            content_hash      VARCHAR NOT NULL,   -- sha256 of (judge, rubric_version, judge_model, prompt, response)
-            outcome           VARCHAR NOT NULL,   -- scored | unparseable | error | budget_exhausted
-            cached            BOOLEAN NOT NULL DEFAULT false,  -- verdict reused from an identical pair
-            score             DOUBLE,             -- 1-5; NULL unless outcome = scored
-            reason            VARCHAR,            -- the judge's reason, or why there is no score
-            raw_verdict       VARCHAR,            -- the judge's text, truncated
-            prompt_tokens     INTEGER,
-            completion_tokens INTEGER,
-            attempts          INTEGER,            -- HTTP attempts, retries included
-            latency_s         DOUBLE,
-            created_at        TIMESTAMPTZ NOT NULL
-        );
-        CREATE SEQUENCE judge_anchor_runs_seq;
-        CREATE TABLE judge_anchor_runs (
-            id           BIGINT PRIMARY KEY DEFAULT nextval('judge_anchor_runs_seq'),
-            run_at       TIMESTAMPTZ NOT NULL,
-            judge          VARCHAR NOT NULL,
-            judge_model    VARCHAR,
-            rubric_version VARCHAR NOT NULL,
-            anchor_set     VARCHAR NOT NULL,     -- content hash of the anchor file
-            n_scored     INTEGER NOT NULL,
-            n_items      INTEGER NOT NULL,
-            mean_score   DOUBLE,
-            baseline     DOUBLE,                 -- mean of the first run on this anchor set
-            shift        DOUBLE,                 -- mean_score - baseline
-            drifted      BOOLEAN NOT NULL,
-            reason       VARCHAR NOT NULL
-        );
-        """,
-    ),
-    Migration(
-        5,
-        "retrain_loop",
-        """
-        CREATE TABLE feedback (
-            id          VARCHAR PRIMARY KEY,  -- uuid4 hex
-            received_at TIMESTAMPTZ NOT NULL,
-            model_alias VARCHAR NOT NULL,
-            prompt      VARCHAR NOT NULL,
-            answer      VARCHAR NOT NULL,     -- the answer the operator wants (a correction)
-            request_id  VARCHAR,              -- the captured exchange it corrects, if any
-            actor       VARCHAR NOT NULL
-        );
-        CREATE SEQUENCE retrain_decisions_seq;
-        CREATE TABLE retrain_decisions (      -- every trigger evaluation, also "not triggered"
-            id          BIGINT PRIMARY KEY DEFAULT nextval('retrain_decisions_seq'),
-            decided_at  TIMESTAMPTZ NOT NULL,
-            model_alias VARCHAR NOT NULL,
-            trigger     VARCHAR NOT NULL,     -- drift | quality | volume | schedule | manual
-            decision    VARCHAR NOT NULL,     -- triggered | suppressed | dry_run
-            reason      VARCHAR NOT NULL,
-            run_id      VARCHAR               -- the retrain run it started
-        );
-        CREATE TABLE retrain_runs (
-            id           VARCHAR PRIMARY KEY,
-            model_alias  VARCHAR NOT NULL,
-            trigger      VARCHAR NOT NULL,
-            reason       VARCHAR NOT NULL,
-            started_at   TIMESTAMPTZ NOT NULL,
-            finished_at  TIMESTAMPTZ,
-            status       VARCHAR NOT NULL,    -- running | shipped | rejected | failed
-            stage        VARCHAR,             -- the stage it is in, or ended in
-            error        VARCHAR,
-            drift_run_id BIGINT,              -- the drift evaluation that tripped it
-            dataset_id   VARCHAR,
-            adapter_id   VARCHAR,
-            timeline     VARCHAR              -- JSON list of {stage, started_at, seconds, note}
-        );
-        CREATE TABLE datasets (
-            id          VARCHAR PRIMARY KEY,  -- content hash (retrain.dataset)
-            model_alias VARCHAR NOT NULL,
-            created_at  TIMESTAMPTZ NOT NULL,
-            path        VARCHAR NOT NULL,
-            manifest    VARCHAR NOT NULL      -- JSON copy of the dataset's manifest.json
-        );
-        CREATE TABLE adapters (
-            id           VARCHAR PRIMARY KEY, -- content hash of the adapter files
-            model_alias  VARCHAR NOT NULL,
-            version      INTEGER NOT NULL,    -- 1, 2, ... per alias
-            served_name  VARCHAR NOT NULL,    -- name vLLM serves it under: <alias>-v<version>
-            path         VARCHAR NOT NULL,
-            status       VARCHAR NOT NULL,    -- training | evaluating | staging | production
-                                              -- | deprecated | failed | rejected
-            dataset_id   VARCHAR,
-            run_id       VARCHAR,
-            created_at   TIMESTAMPTZ NOT NULL,
-            updated_at   TIMESTAMPTZ NOT NULL
-        );
-        CREATE SEQUENCE adapter_events_seq;
-        CREATE TABLE adapter_events (         -- every status change, with who and why
-            id          BIGINT PRIMARY KEY DEFAULT nextval('adapter_events_seq'),
-            adapter_id  VARCHAR NOT NULL,
-            occurred_at TIMESTAMPTZ NOT NULL,
-            from_status VARCHAR,
-            to_status   VARCHAR NOT NULL,
-            actor       VARCHAR NOT NULL,     -- loop | operator
-            reason      VARCHAR NOT NULL
-        );
-        CREATE TABLE evaluations (
-            id          VARCHAR PRIMARY KEY,
-            adapter_id  VARCHAR NOT NULL,
-            created_at  TIMESTAMPTZ NOT NULL,
-            golden_set  VARCHAR NOT NULL,     -- name@version
-            passed      BOOLEAN NOT NULL,
-            summary     VARCHAR NOT NULL,     -- JSON: reasons and per-category metrics
-            report_path VARCHAR               -- the HTML report
-        );
-        CREATE SEQUENCE deployments_seq;
-        CREATE TABLE deployments (
-            id          BIGINT PRIMARY KEY DEFAULT nextval('deployments_seq'),
-            occurred_at TIMESTAMPTZ NOT NULL,
-            model_alias VARCHAR NOT NULL,
-            adapter_id  VARCHAR,              -- NULL: the base model
-            served_name VARCHAR NOT NULL,
-            previous    VARCHAR,              -- served name routed before
-            action      VARCHAR NOT NULL,     -- deploy | rollback | pin | reconcile
-            state       VARCHAR NOT NULL,     -- loading | switched | failed
-            actor       VARCHAR NOT NULL,
-            reason      VARCHAR NOT NULL
-        );
-        CREATE TABLE loop_controls (          -- operator switches per alias
-            model_alias VARCHAR PRIMARY KEY,
-            paused      BOOLEAN NOT NULL DEFAULT false,
-            pinned      VARCHAR,              -- adapter id the alias is pinned to
-            updated_at  TIMESTAMPTZ NOT NULL
-        );
+        -- Conversations: rows of one session are correlated, so drift permutes whole sessions.
+        ALTER TABLE requests ADD COLUMN session_key VARCHAR;  -- see monitor.capture.session_key
+        -- Effective sizes (sessions weighted by their design effect) beside n_reference/n_current.
+        ALTER TABLE drift_runs ADD COLUMN n_effective_reference DOUBLE;
+        ALTER TABLE drift_runs ADD COLUMN n_effective_current DOUBLE;
+        ALTER TABLE drift_runs ADD COLUMN effect DOUBLE;             -- noise-corrected effect size
+        ALTER TABLE drift_runs ADD COLUMN p_method VARCHAR;          -- permutation | tail | ...
+        ALTER TABLE drift_runs ADD COLUMN adjusted_p_value DOUBLE;   -- Holm across the alias's signals
+        ALTER TABLE drift_runs ADD COLUMN min_detectable_shift DOUBLE;  -- share at 90% power
         """,
     ),
 )

@@ -1,13 +1,15 @@
 """The DuckDB file driftloop owns: opening it, migrating it, and batched Arrow appends.
 
 DuckDB allows one process per file, so exactly one ``Store`` per file per process exists; other
-components in the process read through ``cursor()``. The store notices when its file is deleted or
+components in the process read through ``query``/``records`` and write through ``execute`` and
+``append``. The store knows no table of its own: ``open`` applies the migrations it is given
+(monitor's by default; ``driftloop.schema.MIGRATIONS`` composes every package's). The store notices when its file is deleted or
 replaced under it (``replaced``) and can ``reopen`` the path; ``open`` refuses a corrupt file, and
 cleans up an empty file only when a failed open of its own left it.
 
 >>> store = Store.open(":memory:")
->>> store.schema_version()
-1
+>>> store.query("SELECT count(*) FROM requests")
+[(0,)]
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
+from monitor.failpoints import failpoint
 from monitor.faults import Faults
-from monitor.schema import MIGRATIONS
-from retrain.failpoints import failpoint
+from monitor.schema import MIGRATIONS, Migration
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +62,10 @@ class Store:
         *,
         settings: dict[str, str | int] | None = None,
         faults: Faults | None = None,
+        migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
         self._con = con
+        self._migrations = ordered(migrations)
         self.path = path
         self._lock = threading.Lock()
         self._tables: set[str] = set()
@@ -77,9 +82,12 @@ class Store:
         threads: int | None = None,
         verify: bool = False,
         faults: Faults | None = None,
+        migrations: Sequence[Migration] = MIGRATIONS,
     ) -> Store:
         """Open (creating if needed) and migrate the database at ``path``.
 
+        ``migrations`` are the tables this process uses: monitor's own by default; the service
+        passes ``driftloop.schema.MIGRATIONS`` (every package's, in version order).
         ``memory_limit_bytes`` and ``threads`` bound DuckDB's buffer pool and worker threads (its
         defaults are 80% of RAM and one thread per core, too much for a sidecar); ``verify``
         reads every table once so that a mangled block fails here, naming the file, and not in
@@ -93,7 +101,7 @@ class Store:
         if threads is not None:
             settings["threads"] = threads
         con = _connect(target, settings, faults)
-        store = cls(con, target, settings=settings, faults=faults)
+        store = cls(con, target, settings=settings, faults=faults, migrations=migrations)
         try:
             store.migrate()
             if verify:
@@ -153,7 +161,7 @@ class Store:
                 for row in self._con.execute("SELECT version FROM schema_migrations").fetchall()
             }
             applied = []
-            for migration in MIGRATIONS:
+            for migration in self._migrations:
                 if migration.version in done:
                     continue
                 self._con.execute("BEGIN TRANSACTION")
@@ -211,7 +219,7 @@ class Store:
         return self._con.cursor()
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run a parameterised read and return all rows."""
+        """Run a parameterised read and return all rows (writes go through ``execute``)."""
         cur = self.cursor()
         try:
             return cur.execute(sql, params or []).fetchall()
@@ -228,13 +236,30 @@ class Store:
         finally:
             cur.close()
 
-    def checkpoint(self) -> None:
-        with self._lock:
-            self._con.execute("CHECKPOINT")
+    def execute(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a parameterised write (INSERT, UPDATE, DELETE); returns the RETURNING rows, if any.
+
+        Kept apart from ``query`` so that every write in the code base is one grep away (and
+        ``tests/test_table_ownership.py`` can check each table has one writer).
+        """
+        cur = self.cursor()
+        try:
+            cur.execute(sql, params or [])
+            return cur.fetchall() if cur.description else []
+        finally:
+            cur.close()
 
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+def ordered(migrations: Sequence[Migration]) -> tuple[Migration, ...]:
+    """``migrations`` in version order; two with one version are a wiring error."""
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"duplicate migration versions in {sorted(versions)}")
+    return tuple(sorted(migrations, key=lambda m: m.version))
 
 
 def _identity(path: str) -> tuple[int, int] | None:

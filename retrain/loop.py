@@ -1,7 +1,7 @@
 """The retrain loop: trigger -> dataset -> LoRA training -> golden-set gate -> deployment.
 
 Every run is a ``retrain_runs`` row whose ``timeline`` grows stage by stage (so a crash shows how
-far it got), and every adapter it makes goes through the registry's statuses. The loop only
+far it got), and every adapter it makes goes through the adapter registry's statuses. The loop only
 orchestrates; training and gating are passed in (``Trainer``, ``Gate``) so the composition root
 decides how they run (a subprocess with the real model, or the tiny model in benchmarks).
 
@@ -23,13 +23,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from monitor.store import Store
-from retrain.dataset import DatasetSettings, build_dataset
-from retrain.dataset_files import Dataset
-from retrain.deploy import Deployer, Route
-from retrain.guard import PostDeployGuard
+from retrain.adapter_registry import Adapter, AdapterRegistry, Status
+from retrain.data.catalog import dataset_ids, has_dataset, record_dataset
+from retrain.data.dataset import DatasetSettings, build_dataset
+from retrain.data.files import Dataset, iter_jsonl
+from retrain.data.sources import training_examples
+from retrain.gate.evaluations import record_evaluation
 from retrain.metrics import LoopMetrics, Stage
-from retrain.registry import Adapter, Registry, Status
-from retrain.triggers import Decision, RunLock, Triggers, pinned_adapter
+from retrain.runs import RunLog
+from retrain.serving.deploy import Deployer, Route
+from retrain.serving.guard import PostDeployGuard
+from retrain.switches import pinned_adapter
+from retrain.triggers import RunLock, TriggerDecision, Triggers
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +94,7 @@ class RetrainLoop:
     def __init__(
         self,
         store: Store,
-        registry: Registry,
+        adapters: AdapterRegistry,
         deployer: Deployer,
         triggers: Triggers,
         metrics: LoopMetrics,
@@ -101,7 +106,7 @@ class RetrainLoop:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
-        self.registry = registry
+        self.adapters = adapters
         self.deployer = deployer
         self.triggers = triggers
         self.metrics = metrics
@@ -111,12 +116,13 @@ class RetrainLoop:
         self.aliases = aliases
         self.guard = guard
         self.clock = clock
+        self.runs = RunLog(store, clock)
 
     # --- entry points -------------------------------------------------------------------------
 
-    def tick(self) -> dict[str, RunResult | Decision]:
+    def tick(self) -> dict[str, RunResult | TriggerDecision]:
         """The scheduled job: guard fresh deploys, evaluate every alias's triggers, run if tripped."""
-        out: dict[str, RunResult | Decision] = {}
+        out: dict[str, RunResult | TriggerDecision] = {}
         for alias in self.aliases():
             if self.guard is not None and (route := self.guard.check(alias)) is not None:
                 log.warning(
@@ -126,7 +132,7 @@ class RetrainLoop:
             out[alias] = self.run(alias, decision) if decision.should_run else decision
         return out
 
-    def run(self, alias: str, decision: Decision, actor: str = "loop") -> RunResult:
+    def run(self, alias: str, decision: TriggerDecision, actor: str = "loop") -> RunResult:
         """One retrain run for ``alias``; holds the alias's run lock throughout."""
         lock = RunLock(self.settings.lock_dir, alias)
         if not lock.acquire():
@@ -136,131 +142,158 @@ class RetrainLoop:
         finally:
             lock.release()
 
+    def reconcile(self, alias: str) -> Route:
+        """After a (re)start: fail the runs it interrupted, then route the alias as registered."""
+        self.runs.fail_interrupted(alias)
+        return self.deployer.reconcile(alias)
+
+    def register_seed_dataset(self, alias: str, path: Path) -> Dataset | None:
+        """Make the production model's own training data the alias's first replay pool (once)."""
+        if has_dataset(self.store, alias):
+            return None
+        examples = [
+            {**row, "source": "seed", "ref": f"seed:{i}"} for i, row in enumerate(iter_jsonl(path))
+        ]
+        dataset = build_dataset(
+            self.settings.datasets_dir / alias,
+            examples,
+            golden_prompts=self.settings.golden_prompts,
+            settings=self.settings.dataset,
+        )
+        record_dataset(self.store, alias, dataset, self.clock())
+        log.info("seed dataset %s registered for %s from %s", dataset.id, alias, path)
+        return dataset
+
     # --- the stages ---------------------------------------------------------------------------
 
-    def _run_locked(self, alias: str, decision: Decision, actor: str) -> RunResult:
+    def _run_locked(self, alias: str, decision: TriggerDecision, actor: str) -> RunResult:
         result = RunResult(uuid.uuid4().hex[:16], "running", decision.reason)
-        self.store.query(
-            "INSERT INTO retrain_runs (id, model_alias, trigger, reason, started_at, status,"
-            " drift_run_id, timeline) VALUES (?, ?, ?, ?, ?, 'running', ?, '[]')",
-            [
-                result.run_id,
-                alias,
-                decision.trigger,
-                decision.reason,
-                self.clock(),
-                decision.drift_run_id,
-            ],
+        self.runs.start(
+            result.run_id,
+            alias,
+            decision.trigger,
+            decision.reason,
+            drift_run_id=decision.drift_run_id,
         )
         self.triggers.record(alias, decision, run_id=result.run_id)
         self.metrics.running.labels(model=alias).set(1)
         log.info("retrain %s of %s started: %s", result.run_id, alias, decision.reason)
-        adapter: Adapter | None = None
         try:
-            with self._stage(result, Stage.DATASET) as note:
-                dataset = self._dataset(alias)
-                self._update(result.run_id, dataset_id=dataset.id)
-                counts = dataset.manifest["counts"]
-                note(
-                    f"dataset {dataset.id}: {sum(counts['train'].values())} train"
-                    f" ({counts['train']}), {sum(counts['validation'].values())} validation,"
-                    f" replay share {dataset.manifest['replay']['share']:.2f}"
-                )
-            with self._stage(result, Stage.TRAIN) as note:
-                trained = self.trainer(dataset, on_progress=lambda line: log.info("%s", line))
-                adapter = self.registry.register(
-                    alias,
-                    trained.id,
-                    str(trained.path),
-                    dataset_id=dataset.id,
-                    run_id=result.run_id,
-                )
-                self.registry.transition(
-                    adapter.id, Status.EVALUATING, actor="loop", reason="training finished"
-                )
-                self._update(result.run_id, adapter_id=adapter.id)
-                note(f"{adapter.served_name} ({adapter.id}) trained: {_short(trained.metrics)}")
-            with self._stage(result, Stage.GATE) as note:
-                production = self.deployer.current(alias)
-                outcome = self.gate(adapter, production)
-                result.gate = outcome
-                self._store_evaluation(adapter, outcome)
-                verdict = "passed" if outcome.passed else "rejected"
-                self.metrics.gate_decisions.labels(model=alias, decision=verdict).inc()
-                note(f"gate {verdict} vs {production.served_name}: " + "; ".join(outcome.reasons))
+            dataset = self._dataset_stage(result, alias)
+            candidate = self._train_stage(result, alias, dataset)
+            outcome = self._gate_stage(result, alias, candidate)
             if not outcome.passed:
-                adapter = self.registry.transition(
-                    adapter.id,
+                result.adapter = self.adapters.transition(
+                    candidate.id,
                     Status.REJECTED,
                     actor="loop",
                     reason="gate: " + "; ".join(outcome.reasons),
                 )
-                self.deployer.admin.unload(adapter.served_name)
-                return self._end(result, alias, "rejected", adapter)
-            adapter = self.registry.transition(
-                adapter.id, Status.STAGING, actor="loop", reason="gate passed"
+                self.deployer.unload(candidate.served_name)
+                return self._end(result, alias, "rejected", result.adapter)
+            staged = self.adapters.transition(
+                candidate.id, Status.STAGING, actor="loop", reason="gate passed"
             )
+            result.adapter = staged
             pinned = pinned_adapter(self.store, alias)
             if pinned or not self.settings.auto_deploy:
                 why = f"pinned to {pinned}" if pinned else "auto_deploy is off"
-                self._note(result, f"{adapter.served_name} stays in staging: {why}")
-                return self._end(result, alias, "staged", adapter)
-            with self._stage(result, Stage.DEPLOY) as note:
-                route = self.deployer.deploy(
-                    adapter, actor=actor, reason=f"retrain {result.run_id}: {decision.reason}"
-                )
-                adapter = route.adapter
-                note(f"{alias} now routes to {route.served_name}")
-            return self._end(result, alias, "shipped", adapter)
+                self._note(result, f"{staged.served_name} stays in staging: {why}")
+                return self._end(result, alias, "staged", staged)
+            shipped = self._deploy_stage(result, alias, staged, decision, actor)
+            return self._end(result, alias, "shipped", shipped)
         except Exception as exc:
             log.exception("retrain %s of %s failed", result.run_id, alias)
-            if adapter is not None:
-                current = self.registry.get(adapter.id)
-                if current.status in (Status.TRAINING, Status.EVALUATING, Status.STAGING):
-                    adapter = self.registry.transition(
-                        adapter.id, Status.FAILED, actor="loop", reason=str(exc)[:500]
-                    )
-            self._update(result.run_id, error=f"{type(exc).__name__}: {exc}"[:2000])
-            return self._end(result, alias, "failed", adapter)
+            return self._fail(result, alias, exc)
+
+    def _dataset_stage(self, result: RunResult, alias: str) -> Dataset:
+        with self._stage(result, Stage.DATASET) as note:
+            dataset = self._dataset(alias)
+            self.runs.update(result.run_id, dataset_id=dataset.id)
+            counts = dataset.manifest["counts"]
+            note(
+                f"dataset {dataset.id}: {sum(counts['train'].values())} train"
+                f" ({counts['train']}), {sum(counts['validation'].values())} validation,"
+                f" replay share {dataset.manifest['replay']['share']:.2f}"
+            )
+        return dataset
+
+    def _train_stage(self, result: RunResult, alias: str, dataset: Dataset) -> Adapter:
+        with self._stage(result, Stage.TRAIN) as note:
+            trained = self.trainer(dataset, on_progress=lambda line: log.info("%s", line))
+            # kept on the result at once: a failure from here on marks this version failed
+            result.adapter = self.adapters.register(
+                alias,
+                trained.id,
+                str(trained.path),
+                dataset_id=dataset.id,
+                run_id=result.run_id,
+            )
+            adapter = self.adapters.transition(
+                result.adapter.id, Status.EVALUATING, actor="loop", reason="training finished"
+            )
+            self.runs.update(result.run_id, adapter_id=adapter.id)
+            note(f"{adapter.served_name} ({adapter.id}) trained: {_short(trained.metrics)}")
+        return adapter
+
+    def _gate_stage(self, result: RunResult, alias: str, candidate: Adapter) -> GateOutcome:
+        with self._stage(result, Stage.GATE) as note:
+            production = self.deployer.current(alias)
+            outcome = self.gate(candidate, production)
+            result.gate = outcome
+            record_evaluation(
+                self.store,
+                candidate.id,
+                golden_set=outcome.golden_set,
+                passed=outcome.passed,
+                summary={"reasons": outcome.reasons, **outcome.summary},
+                report_path=outcome.report_path,
+                created_at=self.clock(),
+            )
+            verdict = "passed" if outcome.passed else "rejected"
+            self.metrics.gate_decisions.labels(model=alias, decision=verdict).inc()
+            note(f"gate {verdict} vs {production.served_name}: " + "; ".join(outcome.reasons))
+        return outcome
+
+    def _deploy_stage(
+        self,
+        result: RunResult,
+        alias: str,
+        staged: Adapter,
+        decision: TriggerDecision,
+        actor: str,
+    ) -> Adapter | None:
+        with self._stage(result, Stage.DEPLOY) as note:
+            route = self.deployer.deploy(
+                staged, actor=actor, reason=f"retrain {result.run_id}: {decision.reason}"
+            )
+            note(f"{alias} now routes to {route.served_name}")
+        return route.adapter
+
+    def _fail(self, result: RunResult, alias: str, exc: Exception) -> RunResult:
+        adapter = result.adapter
+        if adapter is not None:
+            current = self.adapters.get(adapter.id)
+            if current.status in (Status.TRAINING, Status.EVALUATING, Status.STAGING):
+                adapter = self.adapters.transition(
+                    adapter.id, Status.FAILED, actor="loop", reason=str(exc)[:500]
+                )
+        self.runs.update(result.run_id, error=f"{type(exc).__name__}: {exc}"[:2000])
+        return self._end(result, alias, "failed", adapter)
 
     def _dataset(self, alias: str) -> Dataset:
         examples = training_examples(
             self.store, alias, self.settings.judged_min_score, self.settings.max_examples
         )
-        earlier = [
-            row[0]
-            for row in self.store.query(
-                "SELECT id FROM datasets WHERE model_alias = ? ORDER BY created_at", [alias]
-            )
-        ]
         dataset = build_dataset(
             self.settings.datasets_dir / alias,
             examples,
-            replay_from=earlier,
+            replay_from=dataset_ids(self.store, alias),
             golden_prompts=self.settings.golden_prompts,
             settings=self.settings.dataset,
         )
-        self.store.query(
-            "INSERT OR IGNORE INTO datasets (id, model_alias, created_at, path, manifest)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [dataset.id, alias, self.clock(), str(dataset.path), json.dumps(dataset.manifest)],
-        )
+        record_dataset(self.store, alias, dataset, self.clock())
         return dataset
-
-    def _store_evaluation(self, adapter: Adapter, outcome: GateOutcome) -> None:
-        self.store.query(
-            "INSERT INTO evaluations (id, adapter_id, created_at, golden_set, passed, summary,"
-            " report_path) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                uuid.uuid4().hex[:16],
-                adapter.id,
-                self.clock(),
-                outcome.golden_set,
-                outcome.passed,
-                json.dumps({"reasons": outcome.reasons, **outcome.summary}),
-                str(outcome.report_path) if outcome.report_path else None,
-            ],
-        )
 
     # --- bookkeeping --------------------------------------------------------------------------
 
@@ -270,7 +303,7 @@ class RetrainLoop:
         entry: dict[str, Any] = {"stage": stage.value, "started_at": self.clock().isoformat()}
         notes: list[str] = []
         result.timeline.append(entry)
-        self._update(result.run_id, stage=stage.value)
+        self.runs.update(result.run_id, stage=stage.value)
         started = time.perf_counter()
         try:
             yield notes.append
@@ -281,20 +314,20 @@ class RetrainLoop:
             entry["seconds"] = round(time.perf_counter() - started, 2)
             entry["note"] = "; ".join(notes)
             self.metrics.stage_duration.labels(stage=stage.value).observe(entry["seconds"])
-            self._update(result.run_id, timeline=json.dumps(result.timeline))
+            self.runs.update(result.run_id, timeline=json.dumps(result.timeline))
 
     def _note(self, result: RunResult, text: str) -> None:
         result.timeline.append(
             {"stage": "note", "started_at": self.clock().isoformat(), "seconds": 0.0, "note": text}
         )
-        self._update(result.run_id, timeline=json.dumps(result.timeline))
+        self.runs.update(result.run_id, timeline=json.dumps(result.timeline))
 
     def _end(
         self, result: RunResult, alias: str, status: str, adapter: Adapter | None
     ) -> RunResult:
         result.status = status
         result.adapter = adapter
-        self._update(
+        self.runs.update(
             result.run_id,
             status=status,
             finished_at=self.clock(),
@@ -305,60 +338,6 @@ class RetrainLoop:
         self.metrics.running.labels(model=alias).set(0)
         log.info("retrain %s of %s ended: %s", result.run_id, alias, status)
         return result
-
-    def _update(self, run_id: str, **columns: Any) -> None:
-        # Column names come from this module's keyword arguments only, never from input.
-        assignments = ", ".join(f"{name} = ?" for name in columns)
-        self.store.query(
-            f"UPDATE retrain_runs SET {assignments} WHERE id = ?", [*columns.values(), run_id]
-        )
-
-
-FEEDBACK_ROWS = "FROM feedback WHERE model_alias = ?"
-# captured answers whose mean judge score reaches the bar (parameters: alias, bar)
-JUDGED_ROWS = (
-    "FROM requests r"
-    " JOIN (SELECT request_id, avg(score) AS score FROM judgments"
-    "       WHERE source = 'traffic' AND outcome = 'scored' GROUP BY request_id) j"
-    "   ON j.request_id = r.request_id"
-    " WHERE r.model_alias = ? AND j.score >= ? AND r.response_text <> ''"
-)
-
-
-def training_examples(
-    store: Store, alias: str, judged_min_score: float, limit: int
-) -> list[dict[str, Any]]:
-    """Operator feedback (newest first), then captured answers the judges scored highly."""
-    feedback = store.query(
-        f"SELECT id, prompt, answer {FEEDBACK_ROWS} ORDER BY received_at DESC LIMIT ?",
-        [alias, limit],
-    )
-    judged = store.query(
-        f"SELECT r.request_id, r.prompt_text, r.response_text {JUDGED_ROWS}"
-        " ORDER BY r.started_at DESC LIMIT ?",
-        [alias, judged_min_score, max(0, limit - len(feedback))],
-    )
-    return [
-        {
-            "messages": [
-                {"role": "user", "content": prompt},
-                {"role": "assistant", "content": answer},
-            ],
-            "source": source,
-            "ref": ref,
-        }
-        for source, rows in (("feedback", feedback), ("judged", judged))
-        for ref, prompt, answer in rows
-    ]
-
-
-def count_examples(store: Store, alias: str, judged_min_score: float) -> int:
-    """How many examples a dataset for ``alias`` could start from (before filtering)."""
-    [(count,)] = store.query(
-        f"SELECT (SELECT count(*) {FEEDBACK_ROWS}) + (SELECT count(*) {JUDGED_ROWS})",
-        [alias, alias, judged_min_score],
-    )
-    return int(count)
 
 
 def _short(metrics: dict[str, Any]) -> str:

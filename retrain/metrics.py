@@ -26,13 +26,15 @@ class LoopMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.trigger_decisions = Counter(
             "driftloop_retrain_trigger_decisions_total",
-            "Trigger evaluations by trigger kind and decision (triggered, suppressed).",
+            "Trigger evaluations by trigger (drift, quality, volume, schedule, manual, none) and"
+            " decision (triggered, not_triggered, suppressed, dry_run).",
             ["model", "trigger", "decision"],
             registry=registry,
         )
         self.runs = Counter(
             "driftloop_retrain_runs_total",
-            "Finished retrain runs by outcome (shipped, rejected, failed).",
+            "Finished retrain runs by outcome (shipped, rejected, failed); a run left in staging"
+            " (pinned alias, auto_deploy off) counts as shipped.",
             ["model", "outcome"],
             registry=registry,
         )
@@ -50,7 +52,7 @@ class LoopMetrics:
         )
         self.stage_duration = Histogram(
             "driftloop_retrain_stage_duration_seconds",
-            "Time spent in each stage of a retrain run.",
+            "Time spent in each stage of a retrain run (dataset, train, gate, deploy).",
             ["stage"],
             buckets=STAGE_BUCKETS,
             registry=registry,

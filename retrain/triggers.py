@@ -1,6 +1,6 @@
 """When to retrain: drift, quality, volume, schedule or an operator, gated by safety switches.
 
-Each evaluation yields one ``Decision`` that is stored in ``retrain_decisions`` with its reason,
+Each evaluation yields one ``TriggerDecision`` that is stored in ``retrain_decisions`` with its reason,
 "not triggered" included, so "why did it (not) retrain at 03:00?" always has an answer.
 
 Conditions, first match wins: ``drift`` (a watched signal tripped in each of the last K
@@ -23,6 +23,8 @@ from typing import IO
 
 from monitor.store import Store
 from retrain.metrics import LoopMetrics
+from retrain.runs import RunLog
+from retrain.switches import is_paused
 
 
 class Trigger(StrEnum):
@@ -34,7 +36,7 @@ class Trigger(StrEnum):
     NONE = "none"
 
 
-class Verdict(StrEnum):
+class TriggerVerdict(StrEnum):
     TRIGGERED = "triggered"
     SUPPRESSED = "suppressed"
     NOT_TRIGGERED = "not_triggered"
@@ -43,7 +45,7 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True)
 class TriggerSettings:
-    drift_signals: tuple[str, ...] = ("prompt_embedding_mean_shift",)
+    drift_signals: tuple[str, ...] = ("combined",)  # the alias's drift decision
     drift_consecutive: int = 3
     quality_bar: float | None = 3.0
     quality_window: int = 200
@@ -55,15 +57,15 @@ class TriggerSettings:
 
 
 @dataclass(frozen=True)
-class Decision:
+class TriggerDecision:
     trigger: Trigger
-    verdict: Verdict
+    verdict: TriggerVerdict
     reason: str
     drift_run_id: int | None = None
 
     @property
     def should_run(self) -> bool:
-        return self.verdict is Verdict.TRIGGERED
+        return self.verdict is TriggerVerdict.TRIGGERED
 
 
 class RunLock:
@@ -123,10 +125,11 @@ class Triggers:
         self.lock_dir = lock_dir
         self.available_examples = available_examples
         self.clock = clock
+        self.runs = RunLog(store, clock)
 
     def evaluate(
         self, alias: str, *, manual_reason: str | None = None, dry_run: bool = False
-    ) -> Decision:
+    ) -> TriggerDecision:
         """Decide whether ``alias`` should retrain now, record the decision, and return it."""
         last = self._last_run_start(alias)  # read once: volume, schedule and cooldown use it
         if manual_reason is not None:
@@ -134,28 +137,28 @@ class Triggers:
         else:
             trigger, why, drift_run = self._condition(alias, last)
         if trigger is Trigger.NONE:
-            decision = Decision(trigger, Verdict.NOT_TRIGGERED, why)
+            decision = TriggerDecision(trigger, TriggerVerdict.NOT_TRIGGERED, why)
         else:
             block = self._suppressed_by(alias, last, manual=trigger is Trigger.MANUAL)
             if block:
-                decision = Decision(trigger, Verdict.SUPPRESSED, f"{why}; suppressed: {block}")
+                decision = TriggerDecision(
+                    trigger, TriggerVerdict.SUPPRESSED, f"{why}; suppressed: {block}"
+                )
             else:
-                decision = Decision(trigger, Verdict.TRIGGERED, why, drift_run)
+                decision = TriggerDecision(trigger, TriggerVerdict.TRIGGERED, why, drift_run)
         if dry_run:
-            decision = Decision(
+            decision = TriggerDecision(
                 decision.trigger,
-                Verdict.DRY_RUN,
+                TriggerVerdict.DRY_RUN,
                 f"would be {decision.verdict}: {decision.reason}",
                 decision.drift_run_id,
             )
         self.record(alias, decision)
         return decision
 
-    def record(self, alias: str, decision: Decision, run_id: str | None = None) -> None:
-        self.store.query(
-            "INSERT INTO retrain_decisions (decided_at, model_alias, trigger, decision, reason,"
-            " run_id) VALUES (?, ?, ?, ?, ?, ?)",
-            [self.clock(), alias, decision.trigger, decision.verdict, decision.reason, run_id],
+    def record(self, alias: str, decision: TriggerDecision, run_id: str | None = None) -> None:
+        self.runs.record_decision(
+            alias, decision.trigger, decision.verdict, decision.reason, run_id
         )
         self.metrics.trigger_decisions.labels(
             model=alias, trigger=decision.trigger.value, decision=decision.verdict.value
@@ -216,10 +219,7 @@ class Triggers:
         return int(n)
 
     def _last_run_start(self, alias: str) -> datetime | None:
-        [(last,)] = self.store.query(
-            "SELECT max(started_at) FROM retrain_runs WHERE model_alias = ?", [alias]
-        )
-        return last
+        return self.runs.last_start(alias)
 
     # --- switches -----------------------------------------------------------------------------
 
@@ -238,35 +238,3 @@ class Triggers:
         if examples < self.settings.min_examples:
             return f"only {examples} training examples, need {self.settings.min_examples}"
         return None
-
-
-def is_paused(store: Store, alias: str) -> bool:
-    rows = store.query("SELECT paused FROM loop_controls WHERE model_alias = ?", [alias])
-    return bool(rows and rows[0][0])
-
-
-def set_paused(store: Store, alias: str, paused: bool) -> None:
-    """Pause or resume automatic retraining of an alias."""
-    _upsert_control(store, alias, "paused", paused)
-
-
-def set_pinned(store: Store, alias: str, adapter_id: str | None) -> None:
-    """Pin an alias to an adapter (automatic deploys stop) or unpin it with None."""
-    _upsert_control(store, alias, "pinned", adapter_id)
-
-
-def _upsert_control(store: Store, alias: str, column: str, value: object) -> None:
-    now = datetime.now(UTC)
-    store.query(
-        "INSERT OR IGNORE INTO loop_controls (model_alias, updated_at) VALUES (?, ?)", [alias, now]
-    )
-    # ``column`` is one of two literals above, never user input.
-    store.query(
-        f"UPDATE loop_controls SET {column} = ?, updated_at = ? WHERE model_alias = ?",
-        [value, now, alias],
-    )
-
-
-def pinned_adapter(store: Store, alias: str) -> str | None:
-    rows = store.query("SELECT pinned FROM loop_controls WHERE model_alias = ?", [alias])
-    return rows[0][0] if rows else None

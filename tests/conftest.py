@@ -82,7 +82,7 @@ def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., RunningSidecar]]:
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
-    from retrain.base_models import prepare_smollm2
+    from retrain.training.base_models import prepare_smollm2
 
     return prepare_smollm2(CACHE_DIR / "models" / "smollm2-135m-instruct")
 
@@ -94,7 +94,7 @@ def vllm_server(smollm2_dir: Path) -> Iterator[Any]:
     It wants ``server.api_key`` on every ``/v1`` path, as the vLLM that ``serve`` launches does,
     so tests call it (directly or through a sidecar given the key) the way production does.
     """
-    from monitor.vllm_process import VLLMServer
+    from driftloop.vllm_process import VLLMServer
 
     server = VLLMServer(
         smollm2_dir,

@@ -5,8 +5,8 @@ from pathlib import Path
 import click
 from prometheus_client import CollectorRegistry
 
-from driftloop.audit import AuditMetrics
-from driftloop.cli import cli
+from driftloop.api.audit import AuditMetrics
+from driftloop.cli.main import cli
 from driftloop.config import documented_keys
 from judges.metrics import JudgeMetrics
 from monitor.metrics import DriftMetrics, SidecarMetrics
@@ -53,7 +53,7 @@ def test_every_metric_is_in_the_readme():
 def test_every_alert_and_dashboard_is_in_the_readme():
     import yaml
 
-    from driftloop.dashboards import build_dashboards
+    from dashboards.build import build_dashboards
 
     rules = yaml.safe_load(
         (Path(__file__).resolve().parent.parent / "alerts" / "driftloop.rules.yml").read_text()

@@ -6,6 +6,10 @@ multivariate hypergeometric draw: ``n_ref`` balls from urns of sizes ``m``. nump
 of those tables in one call, in time that depends on the number of bins and draws but not on the
 number of rows, so the exact permutation null of any registered statistic costs milliseconds.
 
+With sessions (``monitor.drift.sessions``) the shuffled units are whole sessions: one-row sessions
+stay urn balls of their bin, and each multi-row session is an urn of one ball that carries its
+whole count vector, so the same hypergeometric draw moves conversations as blocks.
+
 >>> result = calibrate_histogram("psi", [50, 50, 0], [40, 40, 20], alpha=0.01, seed=0)
 >>> result.p_value < 0.01
 True
@@ -18,22 +22,34 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from monitor.drift.sessions import SessionCounts, count_design_effect
 from monitor.drift.statistics import check_counts, get_statistic
+from monitor.drift.tails import tail_p_value
 
 DEFAULT_DRAWS = 2000
-# Scores within this relative distance of the observed one count as ties (float noise).
-TIE_TOLERANCE = 1e-9
+# Null tables are drawn this many at a time when multi-row sessions make each draw wider.
+DRAW_CHUNK = 256
 
 
 @dataclass(frozen=True)
 class Calibrated:
-    """A score next to its null: p-value, the (1 − alpha) quantile, and the noise-corrected effect."""
+    """A score next to its null: p-value, the (1 − alpha) quantile, and the noise-corrected effect.
+
+    ``p_method`` says where the p-value came from (``permutation`` draws, or a tail model past
+    them); ``design_effect`` is how much sessions inflate the null's variance (1: independent
+    rows), so ``n / design_effect`` is the effective sample size. ``min_detectable_shift`` is the
+    share of traffic moving to a typical new topic that the test catches with 90% power (mean
+    shift only; None where not computed or not reachable).
+    """
 
     score: float
     p_value: float
     threshold: float
     effect: float
     contributions: tuple[float, ...]
+    p_method: str = "permutation"
+    design_effect: float = 1.0
+    min_detectable_shift: float | None = None
 
 
 def check_alpha(alpha: float) -> None:
@@ -43,9 +59,13 @@ def check_alpha(alpha: float) -> None:
 
 
 def permutation_tables(
-    reference: ArrayLike, current: ArrayLike, draws: int, rng: np.random.Generator
+    reference: ArrayLike,
+    current: ArrayLike,
+    draws: int,
+    rng: np.random.Generator,
+    sessions: SessionCounts | None = None,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """``draws`` (reference, current) count tables as if rows were shuffled between the windows."""
+    """``draws`` (reference, current) count tables as if rows (or whole sessions) were shuffled."""
     ref, cur = check_counts(reference, current)
     if ref.ndim != 1:
         raise ValueError(
@@ -56,14 +76,41 @@ def permutation_tables(
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
     totals = (ref + cur).astype(np.int64)
-    null_ref = rng.multivariate_hypergeometric(totals, int(ref.sum()), size=draws)
+    if sessions is None or sessions.empty:
+        null_ref = rng.multivariate_hypergeometric(totals, int(ref.sum()), size=draws)
+        return null_ref, totals - null_ref
+    return session_tables(ref.astype(np.int64), totals, draws, rng, sessions)
+
+
+def session_tables(
+    ref: NDArray[np.int64],
+    totals: NDArray[np.int64],
+    draws: int,
+    rng: np.random.Generator,
+    sessions: SessionCounts,
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Null tables that move whole sessions: one urn per bin of single rows, one per session."""
+    blocks = np.concatenate([sessions.reference, sessions.current]).astype(np.int64)
+    if blocks.shape[1] != len(totals):
+        raise ValueError(f"sessions have {blocks.shape[1]} bins, the histograms {len(totals)}")
+    singles_ref = ref - sessions.reference.sum(axis=0)
+    singles = totals - blocks.sum(axis=0)
+    if (singles_ref < 0).any() or (singles < 0).any():
+        raise ValueError("session counts exceed the histograms they belong to")
+    urns = np.concatenate([singles, np.ones(len(blocks), dtype=np.int64)])
+    picked = int(singles_ref.sum()) + len(sessions.reference)  # reference units, kept fixed
+    k = len(totals)
+    null_ref = np.empty((draws, k), dtype=np.int64)
+    for start in range(0, draws, DRAW_CHUNK):
+        size = min(DRAW_CHUNK, draws - start)
+        drawn = rng.multivariate_hypergeometric(urns, picked, size=size)
+        null_ref[start : start + size] = drawn[:, :k] + drawn[:, k:] @ blocks
     return null_ref, totals - null_ref
 
 
 def p_value(observed: float, null: NDArray[np.float64]) -> float:
-    """Monte Carlo p-value (1 + #null ≥ observed) / (1 + draws): never 0, valid at any draw count."""
-    ties = TIE_TOLERANCE * max(abs(observed), 1e-300)
-    return float((1 + np.count_nonzero(null >= observed - ties)) / (1 + len(null)))
+    """The p-value of ``observed`` under ``null``: Monte Carlo, or a fitted tail past the draws."""
+    return tail_p_value(observed, null)[0]
 
 
 def calibrate_histogram(
@@ -73,22 +120,32 @@ def calibrate_histogram(
     alpha: float = 0.01,
     draws: int = DEFAULT_DRAWS,
     seed: int = 0,
+    sessions: SessionCounts | None = None,
 ) -> Calibrated:
     """Score two histograms with a registered statistic and calibrate it by exact permutation.
 
     ``effect`` is the score minus its median under the null: the part of the score that noise at
-    these window sizes does not explain (about 0 for noise alone, whatever the sizes).
+    these window sizes does not explain (about 0 for noise alone, whatever the sizes). With
+    ``sessions`` whole sessions are permuted; ``design_effect`` is then that of the bin shares
+    (``monitor.drift.sessions.count_design_effect``).
     """
     check_alpha(alpha)
     function = get_statistic(statistic)
     observed = function(reference, current)
-    null_ref, null_cur = permutation_tables(reference, current, draws, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    null_ref, null_cur = permutation_tables(reference, current, draws, rng, sessions)
     null_scores = function(null_ref, null_cur).score
     score = float(observed.score)
+    p, method = tail_p_value(score, null_scores)
+    deff = 1.0
+    if sessions is not None and not sessions.empty:
+        deff = count_design_effect(sessions, np.asarray(reference) + np.asarray(current))
     return Calibrated(
         score=score,
-        p_value=p_value(score, null_scores),
+        p_value=p,
         threshold=float(np.quantile(null_scores, 1 - alpha, method="higher")),
         effect=score - float(np.median(null_scores)),
         contributions=tuple(float(x) for x in observed.contributions),
+        p_method=method,
+        design_effect=deff,
     )

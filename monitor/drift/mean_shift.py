@@ -15,6 +15,11 @@ score is a weighted sum of χ²₁ variables; its spread is corrected for the ro
 themselves, which the Gaussian counts as noise but a permutation does not move. Cost: moments of
 at most MAX_COVARIANCE_ROWS sampled rows, one eigendecomposition, ``draws × features`` normals.
 
+With sessions the permuted units are whole sessions: ``Δ`` is then a sum over sessions of their
+feature sums, and the same Gaussian null holds with the sessions' sums as the "rows" (its exact
+mean and variance under permuting sessions, see ``session_features``). p-values past the draws
+come from the null's cumulants in closed form (``monitor.drift.tails.chi2_tail``).
+
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> ref, cur = rng.normal(size=(500, 16)), rng.normal(0.3, 1, size=(500, 16))
@@ -29,8 +34,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from monitor.drift.calibration import Calibrated, check_alpha, p_value
+from monitor.drift.calibration import Calibrated, check_alpha
 from monitor.drift.clusters import check_embeddings
+from monitor.drift.power import min_detectable_shift
+from monitor.drift.sessions import check_codes, design_effect, unit_count, unit_sums
+from monitor.drift.tails import MIN_EXCEEDANCES, chi2_quantile, chi2_tail, monte_carlo_p
 
 DEFAULT_NULL_DRAWS = 5000
 DEFAULT_COMPONENTS = 32
@@ -130,6 +138,44 @@ def quadratic_block(
     )
 
 
+@dataclass(frozen=True)
+class GaussianNull:
+    """The null of ‖Δ‖²: a weighted sum of χ²₁ along ``vectors``, its spread permutation-corrected."""
+
+    weights: NDArray[np.float64]
+    vectors: NDArray[np.float64]
+    spread: float
+
+    @property
+    def cumulants(self) -> tuple[float, float, float]:
+        """Mean, variance and third cumulant of ``mean + spread · (Σ w χ²₁ − mean)``."""
+        w = self.weights
+        return (
+            float(w.sum()),
+            self.spread**2 * 2 * float(w @ w),
+            self.spread**3 * 8 * float(w @ (w * w)),
+        )
+
+    def draw(self, draws: int, rng: np.random.Generator) -> NDArray[np.float64]:
+        """Draws of ‖Δ‖² under the null."""
+        mean = float(self.weights.sum())
+        normals = rng.standard_normal((draws, len(self.weights)), dtype=np.float32)
+        draws_sq = (normals * normals) @ self.weights.astype(np.float32)
+        return (mean + self.spread * (draws_sq - mean)).astype(np.float64)
+
+
+def gaussian_null(
+    covariance: NDArray[np.float64], squared_norms: NDArray[np.float64], n_ref: int, n_cur: int
+) -> GaussianNull:
+    """The null of ‖Δ‖² for units (rows or sessions) with this feature covariance and norms."""
+    total = n_ref + n_cur
+    eigenvalues, vectors = np.linalg.eigh(covariance)
+    eigenvalues = np.clip(eigenvalues, 0.0, None)
+    weights = eigenvalues * total**2 / (n_ref * n_cur * (total - 1))
+    spread = null_spread(squared_norms, eigenvalues, n_cur / total, total)
+    return GaussianNull(weights, vectors, spread)
+
+
 def null_draws(
     covariance: NDArray[np.float64],
     squared_norms: NDArray[np.float64],
@@ -139,14 +185,59 @@ def null_draws(
     rng: np.random.Generator,
 ) -> NDArray[np.float64]:
     """Draws of ‖Δ‖² under the permutation null (Gaussian shape, permutation mean and spread)."""
-    total = n_ref + n_cur
-    eigenvalues = np.clip(np.linalg.eigvalsh(covariance), 0.0, None)
-    weights = eigenvalues * total**2 / (n_ref * n_cur * (total - 1))
-    spread = null_spread(squared_norms, eigenvalues, n_cur / total, total)
-    mean = float(weights.sum())
-    normals = rng.standard_normal((draws, len(weights)), dtype=np.float32)
-    draws_sq = (normals * normals) @ weights.astype(np.float32)
-    return (mean + spread * (draws_sq - mean)).astype(np.float64)
+    return gaussian_null(covariance, squared_norms, n_ref, n_cur).draw(draws, rng)
+
+
+def sample_units(
+    ref: NDArray[np.float32],
+    cur: NDArray[np.float32],
+    codes: NDArray[np.intp],
+    rng: np.random.Generator,
+) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+    """Whole sessions picked label-blind until MAX_COVARIANCE_ROWS rows, with their unit ids."""
+    pooled = np.concatenate([ref, cur])
+    if len(pooled) <= MAX_COVARIANCE_ROWS:
+        return pooled, codes
+    sizes = np.bincount(codes)
+    order = rng.permutation(len(sizes))
+    enough = int(np.searchsorted(np.cumsum(sizes[order]), MAX_COVARIANCE_ROWS)) + 1
+    keep = np.zeros(len(sizes), dtype=bool)
+    keep[order[:enough]] = True
+    mask = keep[codes]
+    _, renumbered = np.unique(codes[mask], return_inverse=True)
+    return pooled[mask], renumbered.astype(np.intp)
+
+
+def session_features(
+    features: NDArray[np.float32], codes: NDArray[np.intp], n: tuple[int, int], g: tuple[int, int]
+) -> NDArray[np.float64]:
+    """Per-session feature sums scaled so the row-level null formulas hold with sessions as rows.
+
+    ``Δ = N / (n_ref·n_cur) · S_cur`` (S_cur: the current window's sum of centred features), and
+    sampling ``G_cur`` of ``G`` sessions gives ``Cov S_cur = G_cur·G_ref / (G·(G−1)) · Σ_g s_g s_gᵀ``;
+    scaling each ``s_g`` by ``N·G_cur·G_ref / (n_ref·n_cur·G)`` makes that the row-level formula
+    with ``G_ref``, ``G_cur`` in place of ``n_ref``, ``n_cur`` (and 1 when every session is one row).
+    """
+    (n_ref, n_cur), (g_ref, g_cur) = n, g
+    factor = (n_ref + n_cur) * g_cur * g_ref / (n_ref * n_cur * (g_ref + g_cur))
+    return unit_sums(features, codes) * factor
+
+
+def typical_offset(
+    pooled: NDArray[np.float32], labels: NDArray[np.intp], pooled_mean: NDArray[np.float64]
+) -> NDArray[np.float64] | None:
+    """The offset from the pooled mean of the cluster whose mean is the median distance away."""
+    counts = np.bincount(labels)
+    used = np.flatnonzero(counts > 0)
+    if len(used) < 2:
+        return None
+    # one-hot product: float32 and (rows × k), cheaper than sorting a (rows × dim) copy
+    one_hot = np.zeros((len(labels), len(counts)), dtype=np.float32)
+    one_hot[np.arange(len(labels)), labels] = 1.0
+    means = (one_hot.T @ pooled)[used].astype(np.float64) / counts[used][:, None]
+    offsets = means - pooled_mean
+    distances = np.linalg.norm(offsets, axis=1)
+    return offsets[int(np.argsort(distances)[len(distances) // 2])]
 
 
 def mean_shift_test(
@@ -158,6 +249,8 @@ def mean_shift_test(
     labels: tuple[ArrayLike, ArrayLike] | None = None,
     components: int = DEFAULT_COMPONENTS,
     quadratic_weight: float = DEFAULT_QUADRATIC_WEIGHT,
+    sessions: tuple[ArrayLike, ArrayLike] | None = None,
+    mde_alpha: float | None = None,
 ) -> Calibrated:
     """Test whether the embeddings' mean (and top-component second moments) moved between windows.
 
@@ -165,7 +258,10 @@ def mean_shift_test(
     ``sqrt(max(0, ‖Δmean‖² − E_null‖Δmean‖²))``. With cluster ``labels`` for the (reference,
     current) rows, ``contributions[j]`` is cluster j's part of ``‖Δmean‖²`` (they sum to it):
     how much of the mean shift runs through that cluster; negative means it moved against it.
-    ``components=0`` tests the mean alone. Windows whose rows are all identical score 0, p = 1.
+    With ``sessions`` (unit ids per row of each window, ``monitor.drift.sessions``) the null
+    permutes whole sessions. ``min_detectable_shift`` (needs ``labels``) is computed at
+    ``mde_alpha`` (default ``alpha``): the level a single signal must reach in the caller's
+    combined decision. ``components=0`` tests the mean alone. Identical rows score 0, p = 1.
     """
     check_alpha(alpha)
     if draws < 1:
@@ -178,6 +274,15 @@ def mean_shift_test(
     total = n_ref + n_cur
     if total < 3:
         raise ValueError(f"the mean shift test needs at least 3 rows, got {total}")
+    if sessions is None:
+        ref_codes, cur_codes = np.arange(n_ref), np.arange(n_cur)
+    else:
+        ref_codes = check_codes("reference", sessions[0], n_ref)
+        cur_codes = check_codes("current", sessions[1], n_cur)
+    g_ref, g_cur = unit_count(ref_codes), unit_count(cur_codes)
+    grouped = g_ref + g_cur < total
+    if grouped and min(g_ref, g_cur) < 2:
+        raise ValueError(f"each window needs >= 2 sessions, got {g_ref} and {g_cur}")
     ref_mean = ref.mean(axis=0, dtype=np.float64)
     cur_mean = cur.mean(axis=0, dtype=np.float64)
     mean_shift = cur_mean - ref_mean
@@ -186,34 +291,74 @@ def mean_shift_test(
     if labels is not None:
         contributions = cluster_contributions(ref, cur, labels, mean_shift, pooled_mean)
     rng = np.random.default_rng(seed)
-    sample = sample_rows(ref, cur, rng) - pooled_mean.astype(np.float32)
+    if grouped:
+        codes = np.concatenate([ref_codes, cur_codes + g_ref])
+        sample, sample_codes = sample_units(ref, cur, codes, rng)
+    else:
+        sample, sample_codes = sample_rows(ref, cur, rng), np.arange(0)
+    sample = sample - pooled_mean.astype(np.float32)
     covariance = (sample.T @ sample).astype(np.float64) / len(sample)
     norm = float(np.linalg.norm(covariance))
     if norm == 0:
         return Calibrated(0.0, 1.0, 0.0, 0.0, contributions)
     linear = sample * np.float32(1 / np.sqrt(norm))
     shift = mean_shift / np.sqrt(norm)
-    feature_cov = covariance / norm
-    squared_norms = np.einsum("nd,nd->n", linear, linear, dtype=np.float64)
     block = None
     if components > 0 and quadratic_weight > 0:
         block = quadratic_block(
             sample, covariance, (ref, cur), pooled_mean, components, quadratic_weight
         )
     if block is not None:
-        cross = (linear.T @ block.features).astype(np.float64) / len(linear)
-        feature_cov = np.block([[feature_cov, cross], [cross.T, block.covariance]])
-        squared_norms += np.einsum("nd,nd->n", block.features, block.features, dtype=np.float64)
         shift = np.concatenate([shift, block.shift])
+    deff = 1.0
+    if grouped:
+        features = linear if block is None else np.hstack([linear, block.features])
+        units = session_features(features, sample_codes, (n_ref, n_cur), (g_ref, g_cur))
+        feature_cov = units.T @ units / len(units)
+        squared_norms = np.einsum("gd,gd->g", units, units)
+        null = gaussian_null(feature_cov, squared_norms, g_ref, g_cur)
+        deff = design_effect(linear, sample_codes)
+        units_total, units_ref, units_cur = g_ref + g_cur, g_ref, g_cur
+    else:
+        feature_cov = covariance / norm
+        squared_norms = np.einsum("nd,nd->n", linear, linear, dtype=np.float64)
+        if block is not None:
+            cross = (linear.T @ block.features).astype(np.float64) / len(linear)
+            feature_cov = np.block([[feature_cov, cross], [cross.T, block.covariance]])
+            squared_norms += np.einsum("nd,nd->n", block.features, block.features, dtype=np.float64)
+        null = gaussian_null(feature_cov, squared_norms, n_ref, n_cur)
+        units_total, units_ref, units_cur = total, n_ref, n_cur
     score = float(shift @ shift)
-    null = null_draws(feature_cov, squared_norms, n_ref, n_cur, draws, rng)
-    expected = float(np.trace(covariance)) * total**2 / (n_ref * n_cur * (total - 1))
+    null_scores = null.draw(draws, rng)
+    p, exceed = monte_carlo_p(score, null_scores)
+    method = "permutation"
+    if exceed < MIN_EXCEEDANCES:
+        p, method = min(p, chi2_tail(score, null.cumulants)), "chi2_tail"
+    dim = ref.shape[1]
+    scale = units_total**2 / (units_ref * units_cur * (units_total - 1))
+    expected = norm * float(np.trace(feature_cov[:dim, :dim])) * scale
+    mde = None
+    if labels is not None:
+        pooled_labels = np.concatenate([np.asarray(labels[0]), np.asarray(labels[1])])
+        offset = typical_offset(
+            np.concatenate([ref, cur]), pooled_labels.astype(np.intp), pooled_mean
+        )
+        if offset is not None:
+            direction = np.zeros(len(null.weights))
+            direction[:dim] = offset / np.sqrt(norm)
+            threshold = chi2_quantile(alpha if mde_alpha is None else mde_alpha, null.cumulants)
+            mde = min_detectable_shift(
+                null.weights, null.vectors.T @ direction, null.spread, threshold
+            )
     return Calibrated(
         score=score,
-        p_value=p_value(score, null),
-        threshold=float(np.quantile(null, 1 - alpha, method="higher")),
+        p_value=p,
+        threshold=float(np.quantile(null_scores, 1 - alpha, method="higher")),
         effect=float(np.sqrt(max(0.0, float(mean_shift @ mean_shift) - expected))),
         contributions=contributions,
+        p_method=method,
+        design_effect=deff,
+        min_detectable_shift=mde,
     )
 
 

@@ -6,6 +6,11 @@ per-cluster) contributions, and whether it drifted. A signal drifts only when ``
 effect reaches ``min_effect`` (so huge windows do not alarm on negligible changes) and both windows
 hold at least ``min_samples`` rows (so tiny windows do not alarm at all).
 
+Every signal takes optional ``sessions``: a unit id per row of each window
+(``monitor.drift.sessions.session_codes``); its null then permutes whole sessions and its result
+states the effective sample sizes. ``embedding_drift`` also folds its three tests into one
+``combined`` result (``monitor.drift.decision.cauchy_combination``).
+
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> ref = rng.normal(size=(400, 8)).astype("float32")
@@ -16,15 +21,20 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from monitor.drift.calibration import DEFAULT_DRAWS, Calibrated, calibrate_histogram, check_alpha
 from monitor.drift.clusters import ClusterHistogram, cluster_histogram
+from monitor.drift.decision import cauchy_combination
 from monitor.drift.mean_shift import DEFAULT_COMPONENTS, mean_shift_test
+from monitor.drift.sessions import SessionCounts, check_codes, session_counts
 from monitor.drift.statistics import value_histograms
+
+Sessions = tuple[ArrayLike, ArrayLike]
 
 LENGTH_BINS = 10
 
@@ -58,19 +68,38 @@ LENGTH_POLICY = DriftPolicy(min_effect=0.03)
 
 @dataclass(frozen=True)
 class DriftResult:
-    """One signal's verdict on one window pair, with what drove it."""
+    """One signal's verdict on one window pair, with what drove it: what ``drift_runs`` stores.
+
+    ``score``/``p_value``/``threshold``/``effect`` are None when the signal was not evaluated
+    (too few rows) or has no calibrated test; ``adjusted_p_value`` is set once the alias's
+    decision has adjusted it for the other signals (``monitor.drift_job``).
+    """
 
     signal: str
     statistic: str
-    score: float
-    p_value: float
-    threshold: float
-    effect: float
+    score: float | None
+    p_value: float | None
+    threshold: float | None
+    effect: float | None
     n_ref: int
     n_cur: int
     drifted: bool
-    contributions: tuple[float, ...]
+    contributions: tuple[float, ...] = ()
     reason: str = ""  # why it tripped or did not, e.g. "not tripped: p=0.22 >= alpha=0.01"
+    p_method: str | None = None  # permutation | gpd_tail | chi2_tail | cauchy | holm
+    n_effective_ref: float | None = None  # n over the sessions' design effect
+    n_effective_cur: float | None = None
+    adjusted_p_value: float | None = None
+    min_detectable_shift: float | None = None  # share caught with 90% power (embeddings)
+    details: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+def not_evaluated(signal: str, n_ref: int, n_cur: int, why: str = "") -> DriftResult:
+    """A signal that could not be computed on these windows, with why."""
+    reason = why or "no samples in a window"
+    return DriftResult(
+        signal, "-", None, None, None, None, n_ref, n_cur, False, reason=f"not evaluated: {reason}"
+    )
 
 
 @dataclass(frozen=True)
@@ -80,6 +109,7 @@ class EmbeddingDrift:
     shift: DriftResult
     histograms: tuple[DriftResult, ...]
     clusters: ClusterHistogram
+    combined: DriftResult  # one test from all three (Cauchy combination of their p-values)
 
     def top_clusters(self, count: int = 3) -> list[int]:
         """Clusters that carry most of the shift (largest contributions first), to show examples."""
@@ -92,7 +122,13 @@ def verdict(
 ) -> tuple[bool, str]:
     """Drifted only if measured on enough rows in both windows, significant and large enough;
     with the first condition that failed (or the numbers that tripped it) as the reason."""
-    p, effect = calibrated.p_value, calibrated.effect
+    return check_verdict(calibrated.p_value, calibrated.effect, policy, n_ref, n_cur)
+
+
+def check_verdict(
+    p: float, effect: float, policy: DriftPolicy, n_ref: int, n_cur: int
+) -> tuple[bool, str]:
+    """``verdict`` on a bare p-value and effect (the combined and adjusted decisions use it)."""
     if min(n_ref, n_cur) < policy.min_samples:
         return False, f"not tripped: fewer than {policy.min_samples} samples in a window"
     if p >= policy.alpha:
@@ -117,6 +153,7 @@ def to_result(
 ) -> DriftResult:
     """Package a calibrated score and the policy's decision as a DriftResult."""
     drifted, reason = verdict(calibrated, policy, n_ref, n_cur)
+    deff = calibrated.design_effect
     return DriftResult(
         signal=signal,
         statistic=statistic,
@@ -129,7 +166,31 @@ def to_result(
         drifted=drifted,
         contributions=calibrated.contributions,
         reason=reason,
+        p_method=calibrated.p_method,
+        n_effective_ref=n_ref / deff,
+        n_effective_cur=n_cur / deff,
+        min_detectable_shift=calibrated.min_detectable_shift,
     )
+
+
+def row_sessions(sessions: Sessions | None, n_ref: int, n_cur: int) -> Sessions | None:
+    """Validated unit ids for both windows, or None when every row is its own session."""
+    if sessions is None:
+        return None
+    ref = check_codes("reference", sessions[0], n_ref)
+    cur = check_codes("current", sessions[1], n_cur)
+    singletons = (n_ref == 0 or ref.max() + 1 == n_ref) and (n_cur == 0 or cur.max() + 1 == n_cur)
+    return None if singletons else (ref, cur)
+
+
+def binned_sessions(
+    sessions: Sessions | None, ref_bins: NDArray[np.intp], cur_bins: NDArray[np.intp], k: int
+) -> SessionCounts | None:
+    """Per-session bin counts for a histogram test, or None without sessions."""
+    units = row_sessions(sessions, len(ref_bins), len(cur_bins))
+    if units is None:
+        return None
+    return session_counts(ref_bins, cur_bins, units[0], units[1], k)
 
 
 def histogram_drift(
@@ -140,9 +201,12 @@ def histogram_drift(
     policy: DriftPolicy,
     seed: int = 0,
     draws: int = DEFAULT_DRAWS,
+    sessions: SessionCounts | None = None,
 ) -> DriftResult:
     """Any registered statistic over two count histograms, calibrated by exact permutation."""
-    calibrated = calibrate_histogram(statistic, reference, current, policy.alpha, draws, seed)
+    calibrated = calibrate_histogram(
+        statistic, reference, current, policy.alpha, draws, seed, sessions
+    )
     n_ref, n_cur = int(np.sum(reference)), int(np.sum(current))
     return to_result(signal, statistic, calibrated, policy, n_ref, n_cur)
 
@@ -156,14 +220,21 @@ def embedding_drift(
     k: int | None = None,
     histogram_statistics: tuple[str, ...] = ("psi", "js"),
     components: int = DEFAULT_COMPONENTS,
+    sessions: Sessions | None = None,
+    mde_alpha: float | None = None,
 ) -> EmbeddingDrift:
-    """Embedding drift: the mean-shift test decides; clusters explain it and carry PSI/JS.
+    """Embedding drift: mean-shift and cluster PSI/JS tests, folded into one ``combined`` test.
 
     Clusters are fit on both windows pooled with ``k`` from ``choose_k`` unless given; each
     histogram statistic is calibrated by exact permutation and reported under the same policy.
+    The combined test trips when the Cauchy combination of the three p-values is below alpha and
+    one of the tests reaches its minimum effect. ``mde_alpha`` is the level at which the minimum
+    detectable shift is computed (default: alpha over the number of combined tests).
     """
     clusters = cluster_histogram(reference, current, k=k, seed=seed)
     n_ref, n_cur = len(clusters.reference_labels), len(clusters.current_labels)
+    units = row_sessions(sessions, n_ref, n_cur)
+    tests = 1 + len(histogram_statistics)
     shift = mean_shift_test(
         reference,
         current,
@@ -171,28 +242,62 @@ def embedding_drift(
         seed=seed,
         labels=(clusters.reference_labels, clusters.current_labels),
         components=components,
+        sessions=units,
+        mde_alpha=policy.alpha / tests if mde_alpha is None else mde_alpha,
     )
+    counts = binned_sessions(units, clusters.reference_labels, clusters.current_labels, clusters.k)
     histograms = tuple(
-        histogram_drift(signal, name, clusters.reference, clusters.current, policy, seed)
+        histogram_drift(
+            signal, name, clusters.reference, clusters.current, policy, seed, sessions=counts
+        )
         for name in histogram_statistics
     )
+    shift_result = to_result(signal, "mean_shift", shift, policy, n_ref, n_cur)
     return EmbeddingDrift(
-        shift=to_result(signal, "mean_shift", shift, policy, n_ref, n_cur),
+        shift=shift_result,
         histograms=histograms,
         clusters=clusters,
+        combined=combine(signal, (shift_result, *histograms), policy),
+    )
+
+
+def combine(signal: str, parts: tuple[DriftResult, ...], policy: DriftPolicy) -> DriftResult:
+    """One result from tests of the same windows: Cauchy-combined p, the largest effect's gate."""
+    p_values = [r.p_value for r in parts if r.p_value is not None]
+    first = parts[0]
+    p = cauchy_combination(p_values)
+    effects = [r.effect or 0.0 for r in parts]
+    drifted, reason = check_verdict(p, max(effects), policy, first.n_ref, first.n_cur)
+    names = "+".join(r.statistic for r in parts)
+    return DriftResult(
+        signal=signal,
+        statistic=f"cauchy({names})",
+        score=first.score,
+        p_value=p,
+        threshold=None,
+        effect=first.effect,
+        n_ref=first.n_ref,
+        n_cur=first.n_cur,
+        drifted=drifted,
+        contributions=first.contributions,
+        reason=reason,
+        p_method="cauchy",
+        n_effective_ref=min(r.n_effective_ref or r.n_ref for r in parts),
+        n_effective_cur=min(r.n_effective_cur or r.n_cur for r in parts),
+        min_detectable_shift=first.min_detectable_shift,
     )
 
 
 def length_bins(
     reference: NDArray[np.float64], current: NDArray[np.float64], bins: int
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Counts over pooled-quantile bins (label-blind edges keep the permutation null exact)."""
+) -> tuple[NDArray[np.intp], NDArray[np.intp], int]:
+    """Each row's pooled-quantile bin (label-blind edges keep the permutation null exact), and k."""
     pooled = np.concatenate([reference, current])
     edges = np.unique(np.quantile(pooled, np.linspace(0, 1, bins + 1)[1:-1]))
-    size = len(edges) + 1
     return (
-        np.bincount(np.searchsorted(edges, reference, side="right"), minlength=size),
-        np.bincount(np.searchsorted(edges, current, side="right"), minlength=size),
+        np.searchsorted(edges, reference, side="right"),
+        np.searchsorted(edges, current, side="right"),
+        len(edges) + 1,
     )
 
 
@@ -203,17 +308,29 @@ def length_drift(
     policy: DriftPolicy = LENGTH_POLICY,
     statistic: str = "ks",
     seed: int = 0,
+    sessions: Sessions | None = None,
 ) -> DriftResult:
     """Token-length shift: KS over exact values, or PSI/JS/chi2/G over pooled-decile bins.
 
     Contributions are per distinct length for KS (signed CDF gaps) and per decile bin otherwise.
     """
     values, ref_counts, cur_counts = value_histograms(reference, current)
-    if statistic != "ks":
-        ref_values = np.repeat(values, ref_counts)
-        cur_values = np.repeat(values, cur_counts)
-        ref_counts, cur_counts = length_bins(ref_values, cur_values, LENGTH_BINS)
-    return histogram_drift(signal, statistic, ref_counts, cur_counts, policy, seed)
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    cur = np.asarray(current, dtype=np.float64).ravel()
+    if statistic == "ks":
+        ref_bins, cur_bins, k = (
+            np.searchsorted(values, ref),
+            np.searchsorted(values, cur),
+            len(values),
+        )
+    else:
+        ref_bins, cur_bins, k = length_bins(ref, cur, LENGTH_BINS)
+        ref_counts, cur_counts = (
+            np.bincount(ref_bins, minlength=k),
+            np.bincount(cur_bins, minlength=k),
+        )
+    counts = binned_sessions(sessions, ref_bins, cur_bins, k)
+    return histogram_drift(signal, statistic, ref_counts, cur_counts, policy, seed, sessions=counts)
 
 
 def rate_drift(
@@ -222,12 +339,17 @@ def rate_drift(
     current: ArrayLike,
     policy: DriftPolicy = RATE_POLICY,
     seed: int = 0,
+    sessions: Sessions | None = None,
 ) -> DriftResult:
     """Change in the share of flagged rows (refusals, empty or truncated answers), as a 2×2 test."""
-    counts = []
-    for name, flags in (("reference", reference), ("current", current)):
-        array = np.asarray(flags)
+    counts, flags = [], []
+    for name, values in (("reference", reference), ("current", current)):
+        array = np.asarray(values)
         if array.dtype != np.bool_:
             raise ValueError(f"{name} flags must be booleans, got dtype {array.dtype}")
         counts.append([int(np.count_nonzero(~array)), int(np.count_nonzero(array))])
-    return histogram_drift(signal, "rate_difference", counts[0], counts[1], policy, seed)
+        flags.append(array.astype(np.intp))
+    units = binned_sessions(sessions, flags[0], flags[1], 2)
+    return histogram_drift(
+        signal, "rate_difference", counts[0], counts[1], policy, seed, sessions=units
+    )

@@ -4,7 +4,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from driftloop.api import create_api
+from driftloop.api.app import create_api
 from driftloop.service import build_components
 from tests.conftest import make_config
 from tests.servers import serve_in_thread

@@ -5,7 +5,7 @@ import json
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
-from driftloop.cli import cli
+from driftloop.cli.main import cli
 from driftloop.service import build_components
 from monitor.capture import CapturedExchange
 from tests.conftest import make_config

@@ -6,9 +6,10 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from driftloop.api import create_api
-from driftloop.loop_api import loop_router
+from driftloop.api.app import create_api
+from driftloop.api.loop_routes import loop_router
 from driftloop.service import build_components
+from retrain.control import LoopControl
 from tests.conftest import make_config
 from tests.servers import serve_in_thread
 
@@ -21,7 +22,7 @@ def api(tmp_path):
     cfg = make_config(tmp_path, aliases={"support": "smollm2"}, judges={"enabled": False})
     parts = build_components(cfg, "http://127.0.0.1:9", CollectorRegistry())
     assert parts.retrain is not None
-    routers = [loop_router(parts.retrain.loop, lambda: {"support"})]
+    routers = [loop_router(LoopControl(parts.retrain.loop), lambda: {"support"})]
     app = create_api(TOKEN, parts.store, parts.sidecar, parts.aliases, routers)
     with serve_in_thread(app) as url:
         yield httpx.Client(base_url=url, timeout=10), parts

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.vllm_process import free_port
+from driftloop.vllm_process import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 

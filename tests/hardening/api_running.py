@@ -13,9 +13,9 @@ import httpx
 from fastapi import APIRouter
 from prometheus_client import CollectorRegistry
 
-from driftloop.api import create_api
-from driftloop.api_guard import ApiGuard
-from driftloop.api_server import ApiServer
+from driftloop.api.app import create_api
+from driftloop.api.guard import ApiGuard
+from driftloop.api.server import ApiServer
 from driftloop.service import Components, api_token, build_components, control_api
 from tests.conftest import make_config
 

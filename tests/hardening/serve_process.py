@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.vllm_process import free_port
+from driftloop.vllm_process import free_port
 
 TOKEN = "t" * 32
 

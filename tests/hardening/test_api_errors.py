@@ -7,7 +7,8 @@ import pytest
 from fastapi import APIRouter
 from prometheus_client import CollectorRegistry
 
-from driftloop.audit import AuditLog, AuditMetrics
+from driftloop.api.audit import AuditLog, AuditMetrics
+from driftloop.schema import MIGRATIONS
 from monitor.store import Store
 from tests.hardening.api_running import running_api
 
@@ -94,7 +95,7 @@ def test_a_body_that_is_not_json_is_400_and_audited(tmp_path):
 
 def test_a_failing_audit_store_keeps_the_rows_and_counts_the_failure(tmp_path):
     registry = CollectorRegistry()
-    store = Store.open(tmp_path / "audit.duckdb")
+    store = Store.open(tmp_path / "audit.duckdb", migrations=MIGRATIONS)
     audit = AuditLog(store, AuditMetrics(registry))
     store.close()  # every append now fails
     audit.record("operator", "127.0.0.1", "GET", "/api/v1/status", 200)

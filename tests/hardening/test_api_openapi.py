@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode, checks
 from schemathesis.core.result import Ok
 
-from driftloop.api import OPENAPI_URL
+from driftloop.api.app import OPENAPI_URL
 from tests.hardening.api_running import running_api
 
 EXAMPLES = 25  # per operation and mode: bounded so it fits in `make test`

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from driftloop.cli import cli
+from driftloop.cli.main import cli
 from driftloop.config import ConfigError, load_config
-from monitor.vllm_process import free_port
+from driftloop.vllm_process import free_port
 
 GOOD_TOKEN = "t0ken-for-tests-0123456789"
 

@@ -18,9 +18,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from benchmarks.upstream_stub import running_stub
-from driftloop.api_server import ApiServer
+from driftloop.api.server import ApiServer
 from driftloop.service import api_token, build_components, control_api
-from monitor.vllm_process import free_port
+from driftloop.vllm_process import free_port
 from tests.conftest import make_config
 
 ECHO = {"x-stub-echo": "1"}

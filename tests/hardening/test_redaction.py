@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.upstream_stub import running_stub
-from driftloop.cli import cli
+from driftloop.cli.main import cli
 from driftloop.config import CaptureConfig
 from monitor.redaction import DETECTORS, PLACEHOLDER, PatternRedactor, redact_json
 from tests.hardening.api_running import running_api

@@ -12,10 +12,10 @@ import httpx
 import openai
 import pytest
 
-from driftloop.api import create_api
+from driftloop.api.app import create_api
 from driftloop.upstream import open_upstream, upstream_api_key
 from judges.client import Endpoint
-from retrain.vllm_admin import VLLMAdmin, VLLMAdminError
+from retrain.serving.vllm_admin import VLLMAdmin, VLLMAdminError
 from tests.conftest import CACHE_DIR, SERVED_NAME, make_config
 from tests.servers import serve_in_thread
 

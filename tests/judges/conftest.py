@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 from prometheus_client import CollectorRegistry
 
+from driftloop.schema import MIGRATIONS
 from judges.client import Endpoint
 from judges.llm import RubricJudge
 from judges.metrics import JudgeMetrics
@@ -30,7 +31,7 @@ def judge_server() -> Iterator[ScriptedJudge]:
 
 @pytest.fixture
 def store(tmp_path) -> Iterator[Store]:
-    store = Store.open(tmp_path / "judges.duckdb")
+    store = Store.open(tmp_path / "judges.duckdb", migrations=MIGRATIONS)
     yield store
     store.close()
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from driftloop.cli import cli
+from driftloop.cli.main import cli
 from judges.calibration import agreement, calibrate
 from judges.examples import Example
 from tests.judges.conftest import rubric_judge

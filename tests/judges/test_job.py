@@ -3,7 +3,7 @@
 import json
 
 from judges.job import JudgeJob, JudgeSettings
-from judges.registry import build_rule_judge
+from judges.plugins import build_rule_judge
 from judges.sampling import in_sample, sample_unjudged
 from tests.judges.conftest import add_requests, rubric_judge, sample
 from tests.judges.judge_server import Reply

@@ -6,10 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from driftloop.vllm_process import free_port
 from judges.client import ChatCallError, ChatClient
 from judges.llm import RubricJudge
 from judges.rubric import load_rubric
-from monitor.vllm_process import free_port
 from tests.judges.conftest import endpoint, rubric_judge
 from tests.judges.judge_server import COMPLETION_TOKENS, PROMPT_TOKENS, Reply, verdict
 

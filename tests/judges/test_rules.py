@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from judges.registry import build_rule_judge
+from judges.plugins import build_rule_judge
 
 
 def verdict(kind, response, **params):

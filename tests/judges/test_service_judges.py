@@ -8,8 +8,8 @@ import httpx
 import openai
 
 from benchmarks.upstream_stub import running_stub
-from driftloop.api import create_api
-from monitor.vllm_process import free_port
+from driftloop.api.app import create_api
+from driftloop.vllm_process import free_port
 from tests.judges.judge_server import verdict
 from tests.servers import serve_in_thread
 

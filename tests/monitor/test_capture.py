@@ -85,3 +85,28 @@ def test_row_from_a_non_json_error_body_keeps_status_and_redacts():
     assert row["prompt_text"] == "my key [REDACTED]"
     assert "sk-123" not in row["request_json"]
     assert rows_to_arrow([row]).num_rows == 1
+
+
+def test_session_key_groups_the_turns_of_one_conversation():
+    from monitor.capture import session_key
+
+    system = {"role": "system", "content": "be brief"}
+    first = {"role": "user", "content": "my printer is offline"}
+    turn1 = {"messages": [system, first]}
+    turn3 = {
+        "messages": [
+            system,
+            first,
+            {"role": "assistant", "content": "is it plugged in?"},
+            {"role": "user", "content": "yes"},
+        ]
+    }
+    other = {"messages": [system, {"role": "user", "content": "hello"}]}
+    key = session_key(turn1, "support")
+    assert key is not None and key.startswith("c:") and "printer" not in key
+    assert session_key(turn3, "support") == key
+    assert session_key(other, "support") != key
+    assert session_key(turn1, "other-alias") != key
+    assert session_key({**turn3, "user": "alice"}, "support").startswith("u:")
+    assert session_key({"prompt": "x"}, "support") is None
+    assert session_key(None, "support") is None

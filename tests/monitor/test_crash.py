@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from benchmarks.upstream_stub import running_stub
+from driftloop.vllm_process import free_port
 from monitor.store import Store
-from monitor.vllm_process import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from benchmarks.upstream_stub import running_stub
-from monitor.vllm_process import free_port
+from driftloop.vllm_process import free_port
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 FORCE = {"x-driftloop-capture": "force"}

@@ -2,16 +2,16 @@ import pytest
 
 from monitor.aliases import OTHER, AliasTable
 from monitor.redaction import PatternRedactor
-from monitor.sampling import Decision, Sampler
+from monitor.sampling import SampleDecision, Sampler
 
 
 @pytest.mark.parametrize(
     ("rate", "roll", "expected"),
     [
-        (0.0, 0.0, Decision.SAMPLED_OUT),
-        (1.0, 0.99, Decision.SAMPLED_IN),
-        (0.1, 0.05, Decision.SAMPLED_IN),
-        (0.1, 0.5, Decision.SAMPLED_OUT),
+        (0.0, 0.0, SampleDecision.SAMPLED_OUT),
+        (1.0, 0.99, SampleDecision.SAMPLED_IN),
+        (0.1, 0.05, SampleDecision.SAMPLED_IN),
+        (0.1, 0.5, SampleDecision.SAMPLED_OUT),
     ],
 )
 def test_rate_decides(rate, roll, expected):
@@ -20,10 +20,10 @@ def test_rate_decides(rate, roll, expected):
 
 def test_header_beats_rates_and_per_model_rates_beat_default():
     sampler = Sampler(0.0, {"hot": 1.0})
-    assert sampler.decide("cold", "force") is Decision.FORCED
-    assert sampler.decide("hot", " SKIP ") is Decision.SKIPPED
-    assert sampler.decide("hot", None) is Decision.SAMPLED_IN
-    assert sampler.decide("cold", None) is Decision.SAMPLED_OUT
+    assert sampler.decide("cold", "force") is SampleDecision.FORCED
+    assert sampler.decide("hot", " SKIP ") is SampleDecision.SKIPPED
+    assert sampler.decide("hot", None) is SampleDecision.SAMPLED_IN
+    assert sampler.decide("cold", None) is SampleDecision.SAMPLED_OUT
 
 
 def test_alias_swap_and_bounded_labels():

@@ -41,12 +41,12 @@ def test_unwritable_path_is_a_store_error(tmp_path):
 def corrupt(path) -> None:
     """Overwrite bytes in the middle of a real DuckDB file that holds rows."""
     store = Store.open(path)
-    store.query(
+    store.execute(
         "INSERT INTO requests (request_id, started_at, route, stream, request_json, status_code)"
         " SELECT 'r' || i, now(), 'chat_completions', false, repeat('x', 200) || i, 200"
         " FROM range(20000) t(i)"
     )
-    store.checkpoint()
+    store.execute("CHECKPOINT")  # the rows into the file itself, not only its WAL
     store.close()
     size = path.stat().st_size
     with path.open("r+b") as handle:
@@ -81,7 +81,7 @@ def test_an_empty_file_that_is_not_ours_is_refused(tmp_path):
 def test_a_deleted_file_is_noticed_and_reopened_fresh(tmp_path):
     path = tmp_path / "d.duckdb"
     store = Store.open(path)
-    store.query("INSERT INTO schema_migrations VALUES (999, 'marker', now())")
+    store.execute("INSERT INTO schema_migrations VALUES (999, 'marker', now())")
     assert not store.replaced()
     path.unlink()
     assert store.replaced()

@@ -11,8 +11,8 @@ import yaml
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
-from driftloop.cli import cli
-from driftloop.dashboards import DATASOURCE_UID, build_dashboards, executable, panel_queries
+from dashboards.build import DATASOURCE_UID, build_dashboards, executable, panel_queries
+from driftloop.cli.main import cli
 from judges.metrics import JudgeMetrics
 from monitor.metrics import DriftMetrics, SidecarMetrics
 from retrain.metrics import LoopMetrics

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from driftloop.cli import cli
+from dashboards.build import build_dashboards
+from dashboards.grafana import GrafanaPushError, grafana_token, push_dashboards
+from driftloop.cli.main import cli
 from driftloop.config import GrafanaConfig
-from driftloop.dashboards import build_dashboards
-from driftloop.grafana import GrafanaPushError, grafana_token, push_dashboards
 from tests.servers import serve_in_thread
 
 TOKEN = "glsa_test_token"

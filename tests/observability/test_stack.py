@@ -31,10 +31,10 @@ from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
 from benchmarks import upstream_stub
-from driftloop.cli import cli
-from driftloop.dashboard_render import render_dashboard
-from driftloop.dashboards import build_dashboards, executable, panel_queries
-from driftloop.prometheus_query import PrometheusClient
+from dashboards.build import build_dashboards, executable, panel_queries
+from dashboards.prometheus import PrometheusClient
+from dashboards.render import render_dashboard
+from driftloop.cli.main import cli
 from driftloop.service import build_components
 from monitor.corpora import chatterbot_conversations
 from tests.conftest import make_config

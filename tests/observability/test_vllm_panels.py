@@ -12,9 +12,9 @@ import httpx
 import openai
 import pytest
 
-from driftloop.dashboard_render import render_dashboard
-from driftloop.dashboards import build_dashboards, executable, panel_queries
-from driftloop.prometheus_query import PrometheusClient
+from dashboards.build import build_dashboards, executable, panel_queries
+from dashboards.prometheus import PrometheusClient
+from dashboards.render import render_dashboard
 from tests.conftest import SERVED_NAME
 from tests.observability.stack import REPO, alertmanager, prometheus, webhook_receiver
 

@@ -1,4 +1,4 @@
-"""Tests for retrain.base_models: the tiny test Llama and the SmolLM2 conversion."""
+"""Tests for retrain.training.base_models: the tiny test Llama and the SmolLM2 conversion."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from retrain.base_models import (
+from retrain.training.base_models import (
     MARKER_NAME,
     SMOLLM2_PIP_NAME,
     BaseModelError,

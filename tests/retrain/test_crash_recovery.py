@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from driftloop.story import house_format_feedback, write_seed_dataset
-from monitor.vllm_process import free_port
-from retrain.vllm_admin import VLLMAdmin
+from driftloop.demo.story import house_format_feedback, write_seed_dataset
+from driftloop.vllm_process import free_port
+from retrain.serving.vllm_admin import VLLMAdmin
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1800)]
 TOKEN = "c" * 32
@@ -53,7 +53,7 @@ def trainer_pid(service_pid: int) -> int | None:
     out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
     for line in out.splitlines()[1:]:
         pid, ppid, args = line.split(maxsplit=2)
-        if int(ppid) == service_pid and "retrain.train" in args:
+        if int(ppid) == service_pid and "retrain.training.train" in args:
             return int(pid)
     return None
 

@@ -1,4 +1,4 @@
-"""Tests for retrain.dataset: PII scrub, dedupe, golden overlap, replay, ids, atomic writes."""
+"""Tests for retrain.data.dataset: PII scrub, dedupe, golden overlap, replay, ids, atomic writes."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from retrain.atomic_dirs import remove_stale_temp_dirs
-from retrain.dataset import DatasetError, DatasetSettings, build_dataset, load_dataset
-from retrain.dataset_files import validate_dataset_id, write_dataset
-from retrain.dedupe import NearDuplicateIndex, jaccard, normalise, shingles, text_key
-from retrain.pii import luhn_valid, scrub_text
+from retrain.data.dataset import DatasetError, DatasetSettings, build_dataset, load_dataset
+from retrain.data.dedupe import NearDuplicateIndex, jaccard, normalise, shingles, text_key
+from retrain.data.files import validate_dataset_id, write_dataset
+from retrain.data.pii import luhn_valid, scrub_text
 
 # fmt: off
 WORDS = ["invoice", "printer", "router", "laptop", "refund", "battery", "account", "password", "server", "backup", "cable", "monitor", "keyboard", "license", "update", "driver", "network", "firewall", "email", "calendar", "meeting", "budget", "report", "payroll", "vacation", "contract", "shipment", "warehouse", "pallet", "forklift", "supplier", "order", "customer", "ticket", "escalation", "outage", "latency", "database", "index", "query", "cache", "token", "session", "browser", "mobile", "tablet", "camera", "speaker", "microphone", "headset", "charger", "adapter", "screen", "window", "folder", "archive", "upload", "download", "sync", "share", "permission", "group", "policy", "audit", "compliance"]

@@ -6,12 +6,13 @@ import pytest
 from openai import OpenAI
 from prometheus_client import CollectorRegistry
 
+from driftloop.schema import MIGRATIONS
 from monitor.aliases import AliasTable
 from monitor.store import Store
-from retrain.deploy import Deployer
+from retrain.adapter_registry import AdapterRegistry, AdapterRegistryError, Status
 from retrain.metrics import LoopMetrics
-from retrain.registry import Registry, RegistryError, Status
-from retrain.vllm_admin import VLLMAdmin, VLLMAdminError
+from retrain.serving.deploy import Deployer
+from retrain.serving.vllm_admin import VLLMAdmin, VLLMAdminError
 
 pytestmark = pytest.mark.vllm
 PROMPT = [{"role": "user", "content": "Name a colour."}]
@@ -40,11 +41,13 @@ def loras(smollm2_dir, tmp_path_factory):
 
 @pytest.fixture
 def deployer(vllm_server, tmp_path):
-    store = Store.open(tmp_path / "d.duckdb")
+    store = Store.open(tmp_path / "d.duckdb", migrations=MIGRATIONS)
     registry = CollectorRegistry()
     aliases = AliasTable({"support": "smollm2"})
     admin = VLLMAdmin(vllm_server.base_url, api_key=vllm_server.api_key)
-    d = Deployer(Registry(store), admin, aliases, LoopMetrics(registry), base_model="smollm2")
+    d = Deployer(
+        AdapterRegistry(store), admin, aliases, LoopMetrics(registry), base_model="smollm2"
+    )
     d.prom = registry  # for assertions
     yield d
     for name in admin.loaded_adapters():
@@ -53,7 +56,7 @@ def deployer(vllm_server, tmp_path):
     store.close()
 
 
-def staged(registry: Registry, adapter_id: str, path: Path):
+def staged(registry: AdapterRegistry, adapter_id: str, path: Path):
     registry.register("support", adapter_id, str(path), dataset_id=None, run_id=None)
     registry.transition(adapter_id, Status.EVALUATING, actor="loop", reason="trained")
     return registry.transition(adapter_id, Status.STAGING, actor="loop", reason="gate passed")
@@ -68,7 +71,7 @@ def answer(server, model: str) -> str:
 
 
 def test_deploy_rollback_and_metrics(deployer, loras, vllm_server):
-    registry = deployer.registry
+    registry = deployer.adapters
     v1 = staged(registry, "lora0001", loras[0])
     route = deployer.deploy(v1, actor="loop", reason="first")
     assert route.served_name == "support-v1"
@@ -112,7 +115,7 @@ def test_deploy_rollback_and_metrics(deployer, loras, vllm_server):
 
     deployer.rollback("support", actor="operator", reason="back to base")
     assert deployer.aliases.resolve("support") == "smollm2"
-    with pytest.raises(RegistryError, match="nothing to roll back"):
+    with pytest.raises(AdapterRegistryError, match="nothing to roll back"):
         deployer.rollback("support", actor="operator", reason="again")
 
 
@@ -121,23 +124,23 @@ def test_a_corrupt_adapter_is_refused_and_nothing_switches(deployer, tmp_path):
     bad.mkdir()
     (bad / "adapter_config.json").write_text("{not json")
     (bad / "adapter_model.safetensors").write_bytes(b"\x00" * 10)
-    adapter = staged(deployer.registry, "badbad01", bad)
+    adapter = staged(deployer.adapters, "badbad01", bad)
     with pytest.raises(VLLMAdminError, match="vLLM refused POST /v1/load_lora_adapter"):
         deployer.deploy(adapter, actor="loop", reason="try")
     assert deployer.aliases.resolve("support") == "smollm2"
-    assert deployer.registry.get("badbad01").status is Status.STAGING
+    assert deployer.adapters.get("badbad01").status is Status.STAGING
     [(state, reason)] = deployer.store.query("SELECT state, reason FROM deployments")
     assert state == "failed" and "load failed" in reason
 
 
 def test_reconcile_after_a_crash_between_load_and_switch(deployer, loras):
-    registry = deployer.registry
+    registry = deployer.adapters
     v1 = staged(registry, "lora0001", loras[0])
     deployer.deploy(v1, actor="loop", reason="first")
     v2 = staged(registry, "lora0002", loras[1])
     # what a crash leaves: v2 loaded, a 'loading' row, the registry and alias not switched yet
-    deployer._begin(
-        "support", v2.id, v2.served_name, deployer.current("support"), "deploy", "loop", "second"
+    deployer.deployments.begin(
+        "support", v2.id, v2.served_name, "support-v1", "deploy", "loop", "second"
     )
     deployer.admin.load(v2.served_name, v2.path)
     fresh = AliasTable({"support": "smollm2"})  # a restarted process starts from config
@@ -150,17 +153,17 @@ def test_reconcile_after_a_crash_between_load_and_switch(deployer, loras):
 
 
 def test_a_deployer_without_vllms_key_is_refused_and_nothing_switches(vllm_server, loras, tmp_path):
-    store = Store.open(tmp_path / "nokey.duckdb")
+    store = Store.open(tmp_path / "nokey.duckdb", migrations=MIGRATIONS)
     aliases = AliasTable({"support": "smollm2"})
     with VLLMAdmin(vllm_server.base_url) as anonymous:
         d = Deployer(
-            Registry(store),
+            AdapterRegistry(store),
             anonymous,
             aliases,
             LoopMetrics(CollectorRegistry()),
             base_model="smollm2",
         )
-        adapter = staged(d.registry, "lora0001", loras[0])
+        adapter = staged(d.adapters, "lora0001", loras[0])
         with pytest.raises(VLLMAdminError, match=r"\(401\)"):
             d.deploy(adapter, actor="loop", reason="no key")
     assert aliases.resolve("support") == "smollm2"

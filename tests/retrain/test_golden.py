@@ -12,8 +12,8 @@ import pytest
 
 from golden_sets import build as golden_build
 from monitor.corpora import chatterbot_conversations
-from retrain.dataset import build_dataset
-from retrain.golden import (
+from retrain.data.dataset import build_dataset
+from retrain.gate.golden import (
     GOLDEN_DIR,
     GoldenSetError,
     golden_prompts,

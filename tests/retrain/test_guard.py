@@ -5,21 +5,22 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
+from driftloop.schema import MIGRATIONS
 from monitor.aliases import AliasTable
 from monitor.store import Store
-from retrain.deploy import Deployer
-from retrain.guard import GuardSettings, PostDeployGuard
+from retrain.adapter_registry import AdapterRegistry, Status
 from retrain.metrics import LoopMetrics
-from retrain.registry import Registry, Status
-from retrain.vllm_admin import VLLMAdmin
+from retrain.serving.deploy import Deployer
+from retrain.serving.guard import GuardSettings, PostDeployGuard
+from retrain.serving.vllm_admin import VLLMAdmin
 
 DEPLOYED = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def setup(tmp_path):
-    store = Store.open(tmp_path / "g.duckdb")
-    registry = Registry(store)
+    store = Store.open(tmp_path / "g.duckdb", migrations=MIGRATIONS)
+    registry = AdapterRegistry(store)
     prom = CollectorRegistry()
     aliases = AliasTable({"support": "support-v1"})
     # rolling back to the base model never calls vLLM; a dead address proves it
@@ -29,7 +30,7 @@ def setup(tmp_path):
     registry.register("support", "aaaa1111", "/x", dataset_id=None, run_id=None)
     for status in (Status.EVALUATING, Status.STAGING, Status.PRODUCTION):
         registry.transition("aaaa1111", status, actor="loop", reason="test")
-    store.query(
+    store.execute(
         "INSERT INTO deployments (occurred_at, model_alias, adapter_id, served_name, previous,"
         " action, state, actor, reason) VALUES (?, 'support', 'aaaa1111', 'support-v1',"
         " 'smollm2', 'deploy', 'switched', 'loop', 'test')",
@@ -41,13 +42,13 @@ def setup(tmp_path):
 
 def traffic(store, n, failed=0, served="support-v1", scores=()):
     for i in range(n):
-        store.query(
+        store.execute(
             "INSERT INTO requests (request_id, started_at, route, model_alias, served_model,"
             " stream, status_code) VALUES (?, ?, 'chat_completions', 'support', ?, false, ?)",
             [f"r{i}", DEPLOYED + timedelta(minutes=1), served, 500 if i < failed else 200],
         )
     for i, score in enumerate(scores):
-        store.query(
+        store.execute(
             "INSERT INTO judgments (request_id, source, model_alias, judge, content_hash, outcome,"
             " score, created_at) VALUES (?, 'traffic', 'support', 'rubric', ?, 'scored', ?, ?)",
             [f"r{i}", f"h{i}", score, DEPLOYED + timedelta(minutes=2)],
@@ -65,7 +66,7 @@ def test_failing_requests_roll_back_automatically(setup):
     route = guard(deployer).check("support")
     assert route is not None and route.served_name == "smollm2"
     assert aliases.resolve("support") == "smollm2"
-    assert deployer.registry.get("aaaa1111").status is Status.DEPRECATED
+    assert deployer.adapters.get("aaaa1111").status is Status.DEPRECATED
     assert (
         prom.get_sample_value(
             "driftloop_rollbacks_total", {"model": "support", "reason": "automatic"}
@@ -96,5 +97,5 @@ def test_no_rollback_when_healthy_too_few_or_too_late(setup, n, failed, minutes_
     assert aliases.resolve("support") == "support-v1"
     traffic(store, n, failed=failed)
     assert guard(deployer, minutes_after, watch_s=3600).check("support") is None, why
-    assert deployer.registry.get("aaaa1111").status is Status.PRODUCTION
+    assert deployer.adapters.get("aaaa1111").status is Status.PRODUCTION
     assert aliases.resolve("support") == "support-v1"

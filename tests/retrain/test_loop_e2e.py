@@ -16,9 +16,9 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from driftloop.api import create_api
-from driftloop.loop_api import loop_router
-from driftloop.story import (
+from driftloop.api.app import create_api
+from driftloop.api.loop_routes import loop_router
+from driftloop.demo.story import (
     HOUSE_PREFIX,
     chitchat,
     house_format_feedback,
@@ -26,9 +26,10 @@ from driftloop.story import (
     tech_support_traffic,
     write_seed_dataset,
 )
-from retrain.golden import load_golden_set
-from retrain.registry import Status
-from retrain.triggers import Decision, Trigger, Verdict
+from retrain.adapter_registry import Status
+from retrain.control import LoopControl
+from retrain.gate.golden import load_golden_set
+from retrain.triggers import Trigger, TriggerDecision, TriggerVerdict
 from tests.servers import serve_in_thread
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -83,7 +84,7 @@ def service(start_sidecar, vllm_server, smollm2_dir, tmp_path):
         sidecar.parts.store,
         sidecar.parts.sidecar,
         sidecar.parts.aliases,
-        [loop_router(retrain.loop, lambda: {ALIAS})],
+        [loop_router(LoopControl(retrain.loop), lambda: {ALIAS})],
     )
     with serve_in_thread(api) as api_url:
         client = httpx.Client(
@@ -172,7 +173,7 @@ def test_a_poisoned_dataset_is_rejected_and_production_stays(service):
     sidecar, loop, api = service
     post_feedback(api, poisoned_feedback())
     before = sidecar.parts.aliases.resolve(ALIAS)
-    decision = Decision(Trigger.MANUAL, Verdict.TRIGGERED, "operator: poison test")
+    decision = TriggerDecision(Trigger.MANUAL, TriggerVerdict.TRIGGERED, "operator: poison test")
     result = loop.run(ALIAS, decision, actor="operator")
     assert result.status == "rejected", result.timeline
     print("gate:", result.gate.reasons)

@@ -2,14 +2,15 @@
 
 import pytest
 
+from driftloop.schema import MIGRATIONS
 from monitor.store import Store
-from retrain.registry import Registry, RegistryError, Status, check_name
+from retrain.adapter_registry import AdapterRegistry, AdapterRegistryError, Status, check_name
 
 
 @pytest.fixture
 def registry(tmp_path):
-    store = Store.open(tmp_path / "r.duckdb")
-    yield Registry(store)
+    store = Store.open(tmp_path / "r.duckdb", migrations=MIGRATIONS)
+    yield AdapterRegistry(store)
     store.close()
 
 
@@ -25,13 +26,13 @@ def test_versions_count_up_per_alias_with_versioned_served_names(registry):
 
 def test_the_same_weights_cannot_be_registered_twice(registry):
     registry.register("support", "aaaa1111", "/x/a", dataset_id=None, run_id=None)
-    with pytest.raises(RegistryError, match="already registered as support-v1"):
+    with pytest.raises(AdapterRegistryError, match="already registered as support-v1"):
         registry.register("support", "aaaa1111", "/x/a", dataset_id=None, run_id=None)
 
 
 def test_only_allowed_transitions_happen_and_each_is_recorded(registry):
     a = registry.register("support", "aaaa1111", "/x/a", dataset_id=None, run_id=None)
-    with pytest.raises(RegistryError, match="training; it cannot become production"):
+    with pytest.raises(AdapterRegistryError, match="training; it cannot become production"):
         registry.transition(a.id, Status.PRODUCTION, actor="loop", reason="skip the gate")
     for status in (Status.EVALUATING, Status.STAGING, Status.PRODUCTION, Status.DEPRECATED):
         registry.transition(a.id, status, actor="loop", reason=f"to {status}")
@@ -50,7 +51,7 @@ def test_only_allowed_transitions_happen_and_each_is_recorded(registry):
 def test_failed_is_final(registry):
     a = registry.register("support", "aaaa1111", "/x/a", dataset_id=None, run_id=None)
     registry.transition(a.id, Status.FAILED, actor="loop", reason="trainer crashed")
-    with pytest.raises(RegistryError, match=r"allowed: none"):
+    with pytest.raises(AdapterRegistryError, match=r"allowed: none"):
         registry.transition(a.id, Status.EVALUATING, actor="operator", reason="retry")
 
 
@@ -70,10 +71,10 @@ def test_retention_keeps_the_newest_versions_that_served(registry):
 
 
 def test_lineage_names_dataset_and_run(registry):
-    registry.store.query(
+    registry.store.execute(
         "INSERT INTO datasets VALUES ('d1', 'support', now(), '/ds/d1', '{\"counts\": {}}')"
     )
-    registry.store.query(
+    registry.store.execute(
         "INSERT INTO retrain_runs (id, model_alias, trigger, reason, started_at, status,"
         " drift_run_id) VALUES ('r1', 'support', 'drift', 'signal tripped', now(), 'running', 7)"
     )
@@ -87,5 +88,5 @@ def test_lineage_names_dataset_and_run(registry):
     "bad", ["../etc", "a/b", "", ".hidden", "x" * 65, "a..b", "name with space"]
 )
 def test_names_that_could_escape_a_path_are_refused(bad):
-    with pytest.raises(RegistryError, match="is not allowed"):
+    with pytest.raises(AdapterRegistryError, match="is not allowed"):
         check_name("alias", bad)

@@ -1,7 +1,7 @@
-"""Tests for LoRA training in a subprocess (retrain.training_job, retrain.train) and adapters.
+"""Tests for LoRA training in a subprocess (retrain.training.job, retrain.training.train) and adapters.
 
-Training runs for real: the tiny Llama from retrain.base_models, a dataset from
-retrain.dataset, ``python -m retrain.train`` as a child process group.
+Training runs for real: the tiny Llama from retrain.training.base_models, a dataset from
+retrain.data.dataset, ``python -m retrain.training.train`` as a child process group.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from retrain.adapters import (
+from retrain.data.dataset import build_dataset
+from retrain.data.files import Dataset
+from retrain.training.adapters import (
     CONFIG_FILE,
     LINEAGE_FILE,
     RESULT_FILE,
@@ -27,11 +29,8 @@ from retrain.adapters import (
     adapter_digest,
     validate_adapter,
 )
-from retrain.base_models import TINY_CHAT_TEMPLATE, build_tiny_llama
-from retrain.dataset import build_dataset
-from retrain.dataset_files import Dataset
-from retrain.train import has_generation_markers, to_rows
-from retrain.training_job import (
+from retrain.training.base_models import TINY_CHAT_TEMPLATE, build_tiny_llama
+from retrain.training.job import (
     TrainingCancelledError,
     TrainingError,
     TrainingLimits,
@@ -41,6 +40,7 @@ from retrain.training_job import (
     child_environment,
     run_training,
 )
+from retrain.training.train import has_generation_markers, to_rows
 
 pytestmark = pytest.mark.slow
 

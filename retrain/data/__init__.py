@@ -1,0 +1,1 @@
+"""Building training sets: sources, PII scrub, deduplication, replay, immutable files on disk."""

@@ -1,0 +1,1 @@
+"""The golden-set regression gate: golden sets, candidate vs production scoring, the report."""

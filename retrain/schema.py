@@ -1,0 +1,110 @@
+"""The retrain loop's tables: feedback, runs and decisions, datasets, the adapter registry, evaluations, deployments, operator switches."""
+
+from __future__ import annotations
+
+from monitor.schema import Migration
+
+# Each table has one writer module; tests/test_table_ownership.py names them. Comments below
+# document values only (a migration's effect never changes once shipped).
+# Versions are global (one ``schema_migrations`` sequence per file): take the next free number
+# across every package's migrations, never reuse one, never edit one that has shipped.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        5,
+        "retrain_loop",
+        """
+        CREATE TABLE feedback (
+            id          VARCHAR PRIMARY KEY,  -- uuid4 hex
+            received_at TIMESTAMPTZ NOT NULL,
+            model_alias VARCHAR NOT NULL,
+            prompt      VARCHAR NOT NULL,
+            answer      VARCHAR NOT NULL,     -- the answer the operator wants (a correction)
+            request_id  VARCHAR,              -- the captured exchange it corrects, if any
+            actor       VARCHAR NOT NULL
+        );
+        CREATE SEQUENCE retrain_decisions_seq;
+        CREATE TABLE retrain_decisions (      -- every trigger evaluation, also "not triggered"
+            id          BIGINT PRIMARY KEY DEFAULT nextval('retrain_decisions_seq'),
+            decided_at  TIMESTAMPTZ NOT NULL,
+            model_alias VARCHAR NOT NULL,
+            trigger     VARCHAR NOT NULL,     -- drift | quality | volume | schedule | manual | none
+            decision    VARCHAR NOT NULL,     -- triggered | not_triggered | suppressed | dry_run
+            reason      VARCHAR NOT NULL,
+            run_id      VARCHAR               -- the retrain run it started
+        );
+        CREATE TABLE retrain_runs (
+            id           VARCHAR PRIMARY KEY,
+            model_alias  VARCHAR NOT NULL,
+            trigger      VARCHAR NOT NULL,
+            reason       VARCHAR NOT NULL,
+            started_at   TIMESTAMPTZ NOT NULL,
+            finished_at  TIMESTAMPTZ,
+            status       VARCHAR NOT NULL,    -- running | shipped | staged | rejected | failed
+            stage        VARCHAR,             -- the stage it is in, or ended in
+            error        VARCHAR,
+            drift_run_id BIGINT,              -- the drift evaluation that tripped it
+            dataset_id   VARCHAR,
+            adapter_id   VARCHAR,
+            timeline     VARCHAR              -- JSON list of {stage, started_at, seconds, note}
+        );
+        CREATE TABLE datasets (
+            id          VARCHAR PRIMARY KEY,  -- content hash (retrain.data.dataset)
+            model_alias VARCHAR NOT NULL,
+            created_at  TIMESTAMPTZ NOT NULL,
+            path        VARCHAR NOT NULL,
+            manifest    VARCHAR NOT NULL      -- JSON copy of the dataset's manifest.json
+        );
+        CREATE TABLE adapters (
+            id           VARCHAR PRIMARY KEY, -- content hash of the adapter files
+            model_alias  VARCHAR NOT NULL,
+            version      INTEGER NOT NULL,    -- 1, 2, ... per alias
+            served_name  VARCHAR NOT NULL,    -- name vLLM serves it under: <alias>-v<version>
+            path         VARCHAR NOT NULL,
+            status       VARCHAR NOT NULL,    -- training | evaluating | staging | production
+                                              -- | deprecated | failed | rejected
+            dataset_id   VARCHAR,
+            run_id       VARCHAR,
+            created_at   TIMESTAMPTZ NOT NULL,
+            updated_at   TIMESTAMPTZ NOT NULL
+        );
+        CREATE SEQUENCE adapter_events_seq;
+        CREATE TABLE adapter_events (         -- every status change, with who and why
+            id          BIGINT PRIMARY KEY DEFAULT nextval('adapter_events_seq'),
+            adapter_id  VARCHAR NOT NULL,
+            occurred_at TIMESTAMPTZ NOT NULL,
+            from_status VARCHAR,
+            to_status   VARCHAR NOT NULL,
+            actor       VARCHAR NOT NULL,     -- loop | operator
+            reason      VARCHAR NOT NULL
+        );
+        CREATE TABLE evaluations (
+            id          VARCHAR PRIMARY KEY,
+            adapter_id  VARCHAR NOT NULL,
+            created_at  TIMESTAMPTZ NOT NULL,
+            golden_set  VARCHAR NOT NULL,     -- name@version
+            passed      BOOLEAN NOT NULL,
+            summary     VARCHAR NOT NULL,     -- JSON: reasons and per-category metrics
+            report_path VARCHAR               -- the HTML report
+        );
+        CREATE SEQUENCE deployments_seq;
+        CREATE TABLE deployments (
+            id          BIGINT PRIMARY KEY DEFAULT nextval('deployments_seq'),
+            occurred_at TIMESTAMPTZ NOT NULL,
+            model_alias VARCHAR NOT NULL,
+            adapter_id  VARCHAR,              -- NULL: the base model
+            served_name VARCHAR NOT NULL,
+            previous    VARCHAR,              -- served name routed before
+            action      VARCHAR NOT NULL,     -- deploy | promote | pin | rollback
+            state       VARCHAR NOT NULL,     -- loading | switched | failed
+            actor       VARCHAR NOT NULL,
+            reason      VARCHAR NOT NULL
+        );
+        CREATE TABLE loop_controls (          -- operator switches per alias
+            model_alias VARCHAR PRIMARY KEY,
+            paused      BOOLEAN NOT NULL DEFAULT false,
+            pinned      VARCHAR,              -- adapter id the alias is pinned to
+            updated_at  TIMESTAMPTZ NOT NULL
+        );
+        """,
+    ),
+)

@@ -1,0 +1,1 @@
+"""Shipping adapters: vLLM's admin API, the alias switch and reconcile, the post-deploy guard."""

@@ -1,0 +1,1 @@
+"""LoRA training: the niced subprocess, its parent side, base models and adapter files."""

@@ -1,0 +1,385 @@
+"""Run LoRA training in a niced subprocess with a time limit; the parent side of retrain.training.train.
+
+The parent never imports torch: it writes the TrainingSpec as JSON, starts
+``python -m retrain.training.train <spec.json>`` in its own process group with bounded thread counts,
+reads the child's progress lines, kills the whole group when the time limit passes or the
+caller cancels, and on success validates the adapter folder the child published.
+
+>>> result = run_training(
+...     TrainingSpec(base_model=base_dir, dataset=dataset.path, output_root=Path("adapters")),
+...     on_progress=lambda p: print(p.step, p.loss),
+... )
+>>> result.adapter_path
+PosixPath('adapters/3f2a9c0d1e4b5a67')
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import math
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from retrain.atomic_dirs import remove_stale_temp_dirs
+from retrain.training.adapters import RESULT_FILE, AdapterError, AdapterInfo, validate_adapter
+
+log = logging.getLogger(__name__)
+
+# Lines the child prints for the parent start with this; everything else is library output.
+EVENT_PREFIX = "@@driftloop-train "
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class TrainingError(RuntimeError):
+    """Training failed; the message names the exit status and the child's last output lines."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int | None = None,
+        last_lines: Sequence[str] = (),
+        pid: int | None = None,
+    ):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.last_lines = list(last_lines)
+        self.pid = pid  # the training subprocess, when one was started
+
+
+class TrainingTimeoutError(TrainingError):
+    """Training ran past its time limit and was killed."""
+
+
+class TrainingCancelledError(TrainingError):
+    """The caller cancelled training and the subprocess was killed."""
+
+
+@dataclass(frozen=True)
+class TrainingLimits:
+    """Operator-set caps that no spec may exceed (against runaway or forgetful updates)."""
+
+    max_learning_rate: float = 1e-3
+    max_steps: int = 2000
+    max_rank: int = 64
+    max_time_limit_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """Everything the training subprocess needs; written to JSON for it."""
+
+    base_model: Path  # a Hugging Face model folder (see retrain.training.base_models)
+    dataset: Path  # a dataset folder written by retrain.data.dataset (<root>/<dataset id>)
+    output_root: Path  # adapters are published as <output_root>/<digest>/
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    learning_rate: float = 2e-4
+    max_steps: int = 30
+    batch_size: int = 4
+    max_length: int = 256  # tokens per example; longer ones are truncated
+    seed: int = 0
+    time_limit_s: float = 600.0  # wall clock for the whole subprocess, model loading included
+    threads: int = 1  # torch intra-op threads: training must leave cores to serving
+    niceness: int = 10  # added to the child's nice value, so serving wins the CPU
+
+    def __post_init__(self) -> None:
+        for name in ("base_model", "dataset", "output_root"):
+            # absolute: the child runs in a scratch folder, and the paths outlive this process
+            object.__setattr__(self, name, Path(getattr(self, name)).absolute())
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        positive = ("rank", "alpha", "max_steps", "batch_size", "max_length", "threads")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TrainingSpec.{name}: must be a positive integer, got {value!r}")
+        checks = {
+            "learning_rate": self.learning_rate > 0.0 and math.isfinite(self.learning_rate),
+            "dropout": 0.0 <= self.dropout < 1.0,
+            "time_limit_s": self.time_limit_s > 0.0 and math.isfinite(self.time_limit_s),
+            "niceness": isinstance(self.niceness, int) and 0 <= self.niceness <= 19,
+            "seed": isinstance(self.seed, int) and not isinstance(self.seed, bool),
+            "target_modules": bool(self.target_modules)
+            and all(isinstance(m, str) and m.isidentifier() for m in self.target_modules),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"TrainingSpec.{name}: invalid value {getattr(self, name)!r}")
+
+    def check_limits(self, limits: TrainingLimits) -> None:
+        """Raise TrainingError naming the first field above its configured cap."""
+        caps = (
+            ("learning_rate", self.learning_rate, limits.max_learning_rate),
+            ("max_steps", self.max_steps, limits.max_steps),
+            ("rank", self.rank, limits.max_rank),
+            ("time_limit_s", self.time_limit_s, limits.max_time_limit_s),
+        )
+        for name, value, cap in caps:
+            if value > cap:
+                raise TrainingError(f"TrainingSpec.{name}={value} exceeds the configured cap {cap}")
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.update({k: str(getattr(self, k)) for k in ("base_model", "dataset", "output_root")})
+        data["target_modules"] = list(self.target_modules)
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainingSpec:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"TrainingSpec: unknown fields {unknown}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """One progress report from the child (a training step, or a phase change)."""
+
+    pid: int
+    phase: str  # loading, training, evaluating, saving
+    step: int = 0
+    max_steps: int = 0
+    loss: float | None = None
+    learning_rate: float | None = None
+    steps_per_second: float | None = None
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """A finished training run: the validated adapter and its metrics."""
+
+    adapter_path: Path
+    adapter: AdapterInfo
+    steps: int
+    train_loss: float | None
+    final_loss: float | None
+    eval_loss: float | None
+    train_seconds: float
+    wall_seconds: float
+    metrics: Mapping[str, Any] = field(default_factory=dict)  # everything in result.json
+
+
+def child_environment(threads: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return the child's environment: bounded BLAS/OpenMP threads, offline hubs, unbuffered."""
+    env = dict(os.environ if base is None else base)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[name] = str(threads)
+    env.update(
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _parse_event(line: str) -> dict[str, Any] | None:
+    if not line.startswith(EVENT_PREFIX):
+        return None
+    try:
+        event = json.loads(line[len(EVENT_PREFIX) :])
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    """SIGKILL the child's whole process group (it leads its own session) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=30)
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def run_training(
+    spec: TrainingSpec,
+    *,
+    limits: TrainingLimits | None = None,
+    on_progress: Callable[[TrainingProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    python: str = sys.executable,
+    tail_lines: int = 40,
+) -> TrainingResult:
+    """Train ``spec`` in a subprocess and return the validated adapter, or raise TrainingError."""
+    spec.check_limits(limits or TrainingLimits())
+    spec.output_root.mkdir(parents=True, exist_ok=True)
+    for leftover in remove_stale_temp_dirs(spec.output_root):
+        log.info("removed leftover training folder %s", leftover)
+    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    started = time.monotonic()
+    deadline = started + spec.time_limit_s
+    with tempfile.TemporaryDirectory(prefix="driftloop-train-") as scratch:
+        spec_path = Path(scratch) / "spec.json"
+        spec_path.write_text(spec.to_json())
+        process = subprocess.Popen(
+            [python, "-m", "retrain.training.train", str(spec_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=child_environment(spec.threads),
+            cwd=scratch,
+            start_new_session=True,
+        )
+        log.info("training subprocess %d started for %s", process.pid, spec.dataset)
+        try:
+            events = _pump(process, spec, deadline, cancel, on_progress, tail)
+        finally:
+            if process.poll() is None:
+                _kill_group(process)
+            # A killed child leaves its temp folder; remove it now rather than on the next run.
+            remove_stale_temp_dirs(spec.output_root)
+    code = process.returncode
+    wall = time.monotonic() - started
+    error = next((e.get("message") for e in events if e.get("event") == "error"), None)
+    result = next((e for e in events if e.get("event") == "result"), None)
+    if code != 0 or result is None:
+        reason = error or "no result reported"
+        raise TrainingError(
+            f"training subprocess failed ({_describe_exit(code)}): {reason}; last output:\n"
+            + "\n".join(tail),
+            exit_code=code,
+            last_lines=tail,
+            pid=process.pid,
+        )
+    adapter_path = Path(result["adapter"])
+    try:
+        info = validate_adapter(adapter_path, max_rank=spec.rank, base_model=spec.base_model)
+        metrics = json.loads((adapter_path / RESULT_FILE).read_text())
+    except (AdapterError, OSError, ValueError) as exc:
+        raise TrainingError(
+            f"training produced an unusable adapter: {exc}", exit_code=0, pid=process.pid
+        ) from exc
+    log.info("training finished in %.1f s: %s", wall, adapter_path)
+    return TrainingResult(
+        adapter_path=adapter_path,
+        adapter=info,
+        steps=int(metrics.get("steps", 0)),
+        train_loss=metrics.get("train_loss"),
+        final_loss=metrics.get("final_loss"),
+        eval_loss=metrics.get("eval_loss"),
+        train_seconds=float(metrics.get("train_seconds", 0.0)),
+        wall_seconds=round(wall, 3),
+        metrics=metrics,
+    )
+
+
+def _pump(
+    process: subprocess.Popen[str],
+    spec: TrainingSpec,
+    deadline: float,
+    cancel: threading.Event | None,
+    on_progress: Callable[[TrainingProgress], None] | None,
+    tail: collections.deque[str],
+) -> list[dict[str, Any]]:
+    """Relay the child's output until it exits; kill it on timeout or cancel."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None  # set by Popen(stdout=PIPE)
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    reader = threading.Thread(target=read, name=f"train-{process.pid}-stdout", daemon=True)
+    reader.start()
+    events: list[dict[str, Any]] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            _kill_group(process)
+            raise TrainingTimeoutError(
+                f"training exceeded its time limit of {spec.time_limit_s:g} s and was killed; "
+                "last output:\n" + "\n".join(tail),
+                exit_code=process.returncode,
+                last_lines=tail,
+                pid=process.pid,
+            )
+        if cancel is not None and cancel.is_set():
+            _kill_group(process)
+            raise TrainingCancelledError(
+                "training was cancelled",
+                exit_code=process.returncode,
+                last_lines=tail,
+                pid=process.pid,
+            )
+        try:
+            line = lines.get(timeout=min(remaining, 0.25))
+        except queue.Empty:
+            continue
+        if line is None:
+            break
+        event = _parse_event(line)
+        if event is None:
+            tail.append(line)
+            log.debug("train[%d] %s", process.pid, line)
+            continue
+        events.append(event)
+        _report(process.pid, event, on_progress, tail)
+    reader.join(timeout=5)
+    process.wait()
+    return events
+
+
+def _report(
+    pid: int,
+    event: Mapping[str, Any],
+    on_progress: Callable[[TrainingProgress], None] | None,
+    tail: collections.deque[str],
+) -> None:
+    kind = event.get("event")
+    if kind == "error":
+        tail.append(f"error: {event.get('message')}")
+        return
+    if kind not in ("phase", "progress"):
+        return
+    progress = TrainingProgress(
+        pid=pid,
+        phase=str(event.get("phase", "training")),
+        step=int(event.get("step", 0)),
+        max_steps=int(event.get("max_steps", 0)),
+        loss=event.get("loss"),
+        learning_rate=event.get("learning_rate"),
+        steps_per_second=event.get("steps_per_second"),
+        elapsed_s=float(event.get("elapsed_s", 0.0)),
+    )
+    if kind == "progress":
+        log.info(
+            "train step %d/%d loss %s %.2f steps/s",
+            progress.step,
+            progress.max_steps,
+            progress.loss,
+            progress.steps_per_second or 0.0,
+        )
+    else:
+        log.info("training phase: %s", progress.phase)
+    if on_progress is not None:
+        on_progress(progress)
