@@ -231,6 +231,25 @@ def traffic_dashboard() -> dash.Dashboard:
         )
         .with_panel(
             series(
+                "Refused client requests and broken upstream answers / s",
+                "Requests the sidecar answered itself (paths not forwarded, client limits: body,"
+                " headers, timeouts, connection cap), and upstream answers that broke mid-way"
+                " (a stream aborted for the client, or a whole answer turned into a 502/504).",
+                [
+                    Query(
+                        f"sum by (reason) (rate(driftloop_proxy_rejected_total{ri}))",
+                        "refused {{reason}}",
+                    ),
+                    Query(
+                        f"sum by (route) (rate(driftloop_proxy_broken_responses_total{ri}))",
+                        "broken {{route}}",
+                    ),
+                ],
+                "reqps",
+            )
+        )
+        .with_panel(
+            series(
                 "vLLM tokens / s and KV cache",
                 "Prompt and generated tokens vLLM processes, and its KV cache use (0-1).",
                 [
@@ -264,8 +283,9 @@ def traffic_dashboard() -> dash.Dashboard:
         .with_panel(
             series(
                 "Capture writer",
-                "Exchanges waiting in memory, writer liveness (1 = up), and writer restarts in"
-                " the last hour.",
+                "Exchanges waiting in memory, writer liveness (1 = up, 0 while writes fail), and"
+                " in the last hour: writer restarts, failed writes (retried) and store reopens"
+                " (the file was deleted or replaced). DriftloopCaptureStoreFailing warns.",
                 [
                     Query("sum(driftloop_capture_queue_depth)", "queue depth"),
                     Query("min(driftloop_capture_writer_up)", "writer up"),
@@ -273,7 +293,24 @@ def traffic_dashboard() -> dash.Dashboard:
                         "sum(increase(driftloop_capture_writer_restarts_total[1h]))",
                         "restarts (1h)",
                     ),
+                    Query(
+                        "sum(increase(driftloop_capture_write_failures_total[1h]))",
+                        "failed writes (1h)",
+                    ),
+                    Query(
+                        "sum(increase(driftloop_capture_store_reopens_total[1h]))",
+                        "store reopens (1h)",
+                    ),
                 ],
+            )
+        )
+        .with_panel(
+            series(
+                "Capture buffer (bytes)",
+                "Captured bytes waiting in memory for the writer; captures are dropped"
+                " (buffer_full) once capture.max_buffer_bytes is reached.",
+                [Query("sum(driftloop_capture_buffer_bytes)", "buffered")],
+                "bytes",
             )
         )
         .with_panel(
@@ -288,7 +325,7 @@ def traffic_dashboard() -> dash.Dashboard:
                     )
                 ],
                 "s",
-                span=24,
+                span=12,
             )
         )
     )
