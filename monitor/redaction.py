@@ -122,6 +122,9 @@ DETECTORS: dict[str, Callable[[str], Iterator[Span]]] = {
 }
 
 
+MIN_DETECTED_LENGTH = 6
+
+
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """Compile one redaction pattern; the error names the pattern and what is wrong with it."""
     try:
@@ -148,7 +151,11 @@ class PatternRedactor:
 
     def spans(self, text: str) -> list[Span]:
         """Every matched span, merged where spans overlap or touch, in order."""
-        found: list[Span] = [span for detect in self._detectors for span in detect(text)]
+        found: list[Span] = []
+        # Nothing a detector finds is shorter than an email such as "a@b.co"; request JSON is
+        # redacted string by string, and most of its strings ("user", "stop") are shorter.
+        if len(text) >= MIN_DETECTED_LENGTH:
+            found = [span for detect in self._detectors for span in detect(text)]
         for pattern in self._patterns:
             # An empty match (a pattern like `x*`) redacts nothing rather than every gap.
             found.extend(m.span() for m in pattern.finditer(text) if m.end() > m.start())
@@ -163,8 +170,11 @@ class PatternRedactor:
     def __call__(self, text: str) -> str:
         if not self._patterns and not self._detectors:
             return text
+        spans = self.spans(text)
+        if not spans:
+            return text
         pieces, last = [], 0
-        for start, end in self.spans(text):
+        for start, end in spans:
             pieces += [text[last:start], PLACEHOLDER]
             last = end
         pieces.append(text[last:])
