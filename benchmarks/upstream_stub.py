@@ -141,7 +141,8 @@ _MODELS_BODY = _dump(
 )
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
+async def respond(send: Send, status: int, body: bytes) -> None:
+    """Send one complete JSON response."""
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -230,7 +231,7 @@ async def _echo(scope: Scope, receive: Receive, send: Send) -> None:
         "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
         "body": body.decode("latin-1"),
     }
-    await _respond(send, 200, _dump(seen))
+    await respond(send, 200, _dump(seen))
 
 
 async def _chat(scope: Scope, receive: Receive, send: Send) -> None:
@@ -246,19 +247,19 @@ async def _chat(scope: Scope, receive: Receive, send: Send) -> None:
         if options is not None and not isinstance(options, dict):
             raise ValueError("stream_options must be an object")  # as vLLM's validation says
     except ValueError as exc:
-        await _respond(send, 400, error_body(400, f"bad request: {exc}"))
+        await respond(send, 400, error_body(400, f"bad request: {exc}"))
         return
     if faults.first_byte_s and await _disconnected_within(receive, faults.first_byte_s):
         return
     if status != 200:
-        await _respond(send, status, error_body(status, f"stub answered {status} as asked"))
+        await respond(send, status, error_body(status, f"stub answered {status} as asked"))
         return
     model = str(request.get("model") or DEFAULT_MODEL)
     if not request.get("stream"):
         if faults.fault:
             await _whole_with_fault(send, receive, completion_body(model), faults.fault)
         else:
-            await _respond(send, 200, completion_body(model))
+            await respond(send, 200, completion_body(model))
         return
     include_usage = bool(options and options.get("include_usage"))
     await _stream(send, receive, stream_events(model, include_usage), faults)
@@ -272,11 +273,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     elif method == "POST" and path == "/v1/chat/completions":
         await _chat(scope, receive, send)
     elif method == "GET" and path == "/health":
-        await _respond(send, 200, _HEALTH)
+        await respond(send, 200, _HEALTH)
     elif method == "GET" and path == "/v1/models":
-        await _respond(send, 200, _MODELS_BODY)
+        await respond(send, 200, _MODELS_BODY)
     else:
-        await _respond(send, 404, error_body(404, f"no route {method} {path}"))
+        await respond(send, 404, error_body(404, f"no route {method} {path}"))
 
 
 def server_config(host: str, port: int) -> uvicorn.Config:

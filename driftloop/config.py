@@ -515,14 +515,14 @@ class GrafanaConfig(_Section):
 
 
 class Config(_Section):
-    sidecar: SidecarConfig = Field(default_factory=SidecarConfig)  # type: ignore[arg-type]
-    capture: CaptureConfig = Field(default_factory=CaptureConfig)  # type: ignore[arg-type]
-    vllm: VLLMConfig = Field(default_factory=VLLMConfig)  # type: ignore[arg-type]
-    drift: DriftConfig = Field(default_factory=DriftConfig)  # type: ignore[arg-type]
-    judges: JudgesConfig = Field(default_factory=JudgesConfig)  # type: ignore[arg-type]
-    retrain: RetrainConfig = Field(default_factory=RetrainConfig)  # type: ignore[arg-type]
-    api: ApiConfig = Field(default_factory=ApiConfig)  # type: ignore[arg-type]
-    grafana: GrafanaConfig = Field(default_factory=GrafanaConfig)  # type: ignore[arg-type]
+    sidecar: SidecarConfig = Field(default_factory=SidecarConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    judges: JudgesConfig = Field(default_factory=JudgesConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    grafana: GrafanaConfig = Field(default_factory=GrafanaConfig)
     aliases: dict[str, str] = Field(
         default_factory=dict,
         description="Public model name -> served model name; the proxy rewrites `model` with it.",

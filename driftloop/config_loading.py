@@ -8,6 +8,10 @@ field's type decides how a value is read: string and path fields take it verbati
 the string ``"123"``), every other field parses it as JSON and falls back to the raw text, which
 validation then judges.
 
+Why by hand and not pydantic-settings: pydantic-settings lowercases the keys of nested dicts it
+reads from the environment (``DRIFTLOOP__ALIASES__MyModel`` would define the alias ``mymodel``),
+which breaks the case-keeping dict keys above; what is left to write is this module.
+
 >>> raw: dict = {}
 >>> from driftloop.config import Config
 >>> apply_env_overrides(raw, {"DRIFTLOOP__ALIASES__MyModel": "123"}, Config)

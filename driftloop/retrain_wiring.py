@@ -15,6 +15,7 @@ from openai import OpenAI
 from prometheus_client import CollectorRegistry
 
 from driftloop.config import Config
+from judges.client import RetryPolicy
 from monitor.aliases import AliasTable
 from monitor.store import Store
 from retrain.adapter_registry import Adapter, AdapterRegistry
@@ -33,6 +34,11 @@ from retrain.training.job import TrainingLimits, TrainingProgress, TrainingSpec,
 from retrain.triggers import Triggers, TriggerSettings
 
 log = logging.getLogger(__name__)
+
+
+# The judges' retry policy (judges/client.py), with the numbers the gate had from the openai SDK
+# until now (2 retries, 0.5 s doubling up to 8 s): one policy for every OpenAI-compatible call.
+GATE_RETRY = RetryPolicy(max_retries=2, backoff_s=0.5, max_backoff_s=8.0)
 
 
 @dataclass
@@ -97,9 +103,9 @@ def build_retrain(
         lock_dir=settings.lock_dir,
         available_examples=lambda alias: count_examples(store, alias, r.judged_min_score),
     )
-    # A vLLM without a key accepts any; the SDK insists on one.
+    # A vLLM without a key accepts any; the SDK insists on one. Retries: GATE_RETRY, not the SDK's.
     client = OpenAI(
-        base_url=f"{upstream_url}/v1", api_key=upstream_api_key or "driftloop", max_retries=2
+        base_url=f"{upstream_url}/v1", api_key=upstream_api_key or "driftloop", max_retries=0
     )
     loop = RetrainLoop(
         store,
@@ -220,6 +226,7 @@ class GoldenGate:
             base=self.base_model,
             policy=self.policy,
             max_tokens=self.max_tokens,
+            retry=GATE_RETRY,
         )
         paths = write_report(report, self.reports_dir / candidate.id)
         return GateOutcome(

@@ -161,6 +161,11 @@ class VLLMServer:
         """The API server's PID (also the process group id), or None before start."""
         return self._process.pid if self._process is not None else None
 
+    @property
+    def returncode(self) -> int | None:
+        """The API server's exit status (negative: killed by that signal); None while it runs."""
+        return self._process.poll() if self._process is not None else None
+
     def running(self) -> bool:
         """Tell whether the API server process is alive."""
         return self._process is not None and self._process.poll() is None

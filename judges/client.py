@@ -1,9 +1,15 @@
 """Chat completions against any OpenAI-compatible endpoint, with retries that can be seen.
 
 The official ``openai`` SDK speaks the protocol; its own retries are switched off so that every
-attempt and every backoff delay is ours to count, record and test. 429, 408 and 5xx answers,
-timeouts and refused connections are retried with exponential backoff (equal jitter), honouring
+attempt and every backoff delay is ours to count, record and test (the judges' budget counts
+attempts). ``RetryPolicy`` is driftloop's one retry policy for OpenAI-compatible calls: the judges
+use it here, the gate through ``call_with_retries``. 429, 408 and 5xx answers, timeouts and
+refused connections are retried with exponential backoff (equal jitter), honouring
 ``retry-after-ms`` / ``retry-after`` from the server up to ``max_backoff_s``.
+
+>>> policy = RetryPolicy(max_retries=3, backoff_s=1.0, max_backoff_s=30.0)
+>>> [policy.delay(n, jitter=1.0) for n in (1, 2, 3)], policy.delay(1, hint=0.25)
+([1.0, 2.0, 4.0], 0.25)
 """
 
 from __future__ import annotations
@@ -11,13 +17,80 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 
 RETRYABLE_STATUS = frozenset({408, 429})
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry a transient failure of an OpenAI-compatible call."""
+
+    max_retries: int = 3
+    backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+
+    def delay(self, attempt: int, hint: float | None = None, jitter: float = 1.0) -> float:
+        """Delay before retry ``attempt``: the server's hint, else backoff_s·2^(n-1)·(0.5+0.5·jitter)."""
+        if hint is not None:
+            return min(self.max_backoff_s, max(0.0, hint))
+        base = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        return base * (0.5 + 0.5 * jitter)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What one failed attempt means: retry or not, the server's delay hint, a bounded kind."""
+
+    retry: bool
+    hint: float | None
+    kind: str  # timeout | unreachable | status_<code> | protocol
+    message: str
+
+
+def classify(exc: openai.APIError, base_url: str, timeout_s: float | None = None) -> Failure:
+    """Whether ``exc`` from the openai SDK is worth another attempt, and how to report it."""
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        retry = status in RETRYABLE_STATUS or status >= 500
+        hint = _retry_after(exc.response.headers) if retry else None
+        return Failure(retry, hint, f"status_{status}", f"HTTP {status}: {_short(exc.message)}")
+    if isinstance(exc, openai.APITimeoutError):
+        return Failure(True, None, "timeout", f"no answer within {timeout_s} s")
+    if isinstance(exc, openai.APIConnectionError):
+        return Failure(True, None, "unreachable", f"cannot reach {base_url}: {exc}")
+    # a 200 whose body is not a chat completion
+    return Failure(False, None, "protocol", f"malformed answer: {_short(str(exc))}")
+
+
+def call_with_retries(
+    call: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    base_url: str = "",
+    sleep: Callable[[float], None] = time.sleep,
+    jitter: Callable[[], float] = random.random,
+) -> T:
+    """Run a blocking SDK call under ``policy``; the last error is re-raised as the SDK raised it.
+
+    For a client built with ``max_retries=0``, so that this is the only policy applied.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return call()
+        except openai.APIError as exc:
+            failure = classify(exc, base_url)
+            if not failure.retry or attempt > policy.max_retries:
+                raise
+            sleep(policy.delay(attempt, failure.hint, jitter()))
 
 
 @dataclass(frozen=True)
@@ -41,6 +114,10 @@ class Endpoint:
             raise ValueError("judge model must be named")
         if self.timeout_s <= 0 or self.max_retries < 0 or self.backoff_s < 0:
             raise ValueError("timeout_s must be > 0, max_retries and backoff_s >= 0")
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.max_retries, self.backoff_s, self.max_backoff_s)
 
     def api_key(self, environ: Mapping[str, str] | None = None) -> str:
         if self.api_key_value:
@@ -117,41 +194,24 @@ class ChatClient:
                     temperature=0,
                     **extra,
                 )
-            except openai.APIStatusError as exc:
-                status = exc.status_code
-                retry = status in RETRYABLE_STATUS or status >= 500
-                failure = (f"status_{status}", f"HTTP {status}: {_short(exc.message)}")
-                hint = _retry_after(exc.response.headers) if retry else None
-            except openai.APITimeoutError:
-                retry, hint = True, None
-                failure = ("timeout", f"no answer within {self.endpoint.timeout_s} s")
-            except openai.APIConnectionError as exc:
-                retry, hint = True, None
-                failure = ("unreachable", f"cannot reach {self.endpoint.base_url}: {exc}")
-            except openai.APIError as exc:  # a 200 whose body is not a chat completion
-                retry, hint = False, None
-                failure = ("protocol", f"malformed answer: {_short(str(exc))}")
+            except openai.APIError as exc:
+                failure = classify(exc, self.endpoint.base_url, self.endpoint.timeout_s)
             else:
                 return _result(completion, attempt, delays)
-            if not retry or attempt > self.endpoint.max_retries:
-                kind, message = failure
+            if not failure.retry or attempt > self.endpoint.max_retries:
                 raise ChatCallError(
-                    f"{message} (after {attempt} attempt{'s' if attempt > 1 else ''})",
-                    kind,
+                    f"{failure.message} (after {attempt} attempt{'s' if attempt > 1 else ''})",
+                    failure.kind,
                     attempt,
                     delays,
                 )
-            delay = self.backoff(attempt, hint)
+            delay = self.backoff(attempt, failure.hint)
             delays.append(delay)
             await self._sleep(delay)
 
     def backoff(self, attempt: int, hint: float | None = None) -> float:
-        """Delay before retry number ``attempt``: the server's hint, else backoff_s·2^(n-1)·[0.5,1]."""
-        cap = self.endpoint.max_backoff_s
-        if hint is not None:
-            return min(cap, max(0.0, hint))
-        base = min(cap, self.endpoint.backoff_s * 2 ** (attempt - 1))
-        return base * (0.5 + 0.5 * self._jitter())
+        """Delay before retry number ``attempt`` under the endpoint's policy (jitter injected)."""
+        return self.endpoint.retry.delay(attempt, hint, self._jitter())
 
 
 def _result(completion: Any, attempts: int, delays: list[float]) -> ChatResult:

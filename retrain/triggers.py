@@ -12,14 +12,14 @@ since the last run, fewer training examples than the minimum.
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO
+
+from filelock import FileLock, Timeout
 
 from monitor.store import Store
 from retrain.metrics import LoopMetrics
@@ -71,31 +71,29 @@ class TriggerDecision:
 class RunLock:
     """One retrain at a time per alias, across threads and processes.
 
-    An ``flock`` on a file: the kernel drops it when the holder dies, so a crash never leaves the
-    loop locked (the stale ``running`` row is reconciled at startup instead).
+    A ``filelock`` (an ``flock`` on Unix): the kernel drops it when the holder dies, so a crash
+    never leaves the loop locked (the stale ``running`` row is reconciled at startup instead).
+    The holder's pid is written into the file for whoever looks.
     """
 
     def __init__(self, directory: Path, alias: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"retrain-{alias}.lock"
-        self._handle: IO[str] | None = None
+        # Not thread-local: the thread that releases need not be the one that acquired.
+        self._lock = FileLock(self.path, thread_local=False, on_acquired=_write_pid)
 
     def acquire(self) -> bool:
-        handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
+        """Take the lock if it is free; False (at once) if anyone, this object included, holds it."""
+        if self._lock.is_locked:
             return False
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._handle = handle
+        try:
+            self._lock.acquire(blocking=False)
+        except Timeout:
+            return False
         return True
 
     def held_elsewhere(self) -> bool:
-        if self._handle is not None:
+        if self._lock.is_locked:
             return False
         if self.acquire():
             self.release()
@@ -103,10 +101,13 @@ class RunLock:
         return True
 
     def release(self) -> None:
-        if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+        if self._lock.is_locked:
+            self._lock.release()
+
+
+def _write_pid(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
 
 
 class Triggers:

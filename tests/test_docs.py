@@ -15,19 +15,33 @@ from retrain.metrics import LoopMetrics
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
-def _commands(group: click.Group, prefix: str = "driftloop") -> list[str]:
-    names = []
+def _commands(group: click.Group, prefix: str = "driftloop") -> dict[str, click.Command]:
+    """Every leaf command by its full name, subcommands of groups included."""
+    found: dict[str, click.Command] = {}
     for name, command in group.commands.items():
         if isinstance(command, click.Group):
-            names += _commands(command, f"{prefix} {name}")
+            found.update(_commands(command, f"{prefix} {name}"))
         else:
-            names.append(f"{prefix} {name}")
-    return names
+            found[f"{prefix} {name}"] = command
+    return found
 
 
 def test_every_cli_command_is_in_the_readme():
-    missing = [c for c in _commands(cli) if f"`{c}`" not in README]
+    commands = _commands(cli)
+    assert "driftloop retrain pin" in commands and "driftloop adapters veto" in commands
+    missing = [c for c in commands if f"`{c}`" not in README]
     assert not missing
+
+
+def test_every_cli_command_and_option_has_help():
+    undocumented = [
+        f"{name} {param.name}" if param else name
+        for name, command in _commands(cli).items()
+        for param in [None, *command.params]
+        if (param is None and not command.help)
+        or (isinstance(param, click.Option) and not param.help)
+    ]
+    assert not undocumented
 
 
 def test_every_config_key_is_in_the_readme():

@@ -3,42 +3,34 @@
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import click
 
+from driftloop.api.client import ControlApiError, ControlClient, ServiceUnreachableError
 from driftloop.config import Config
 
 MODEL = click.option("--model", required=True, help="Public model alias.")
 REASON = click.option("--reason", required=True, help="Why: kept in the audit log.")
 
 
-def call(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def call(
+    cfg: Config,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+) -> Any:
     """One authenticated request to the control API; errors become a one-line message."""
-    from driftloop.service import api_token
-
-    url = f"http://{cfg.api.host}:{cfg.api.port}/api/v1{path}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url,
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {api_token(cfg)}", "Content-Type": "application/json"},
-    )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        raise click.ClickException(f"{method} {path} -> {exc.code}: {detail}") from None
-    except urllib.error.URLError as exc:
-        raise click.ClickException(
-            f"no driftloop service answers at {url} ({exc.reason}); start `driftloop serve`"
-        ) from None
+        with ControlClient.for_config(cfg) as client:
+            return client.request(method, path, params=params, body=body)
+    except ServiceUnreachableError as exc:
+        raise click.ClickException(f"{exc}; start `driftloop serve`") from None
+    except ControlApiError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def show(value: Any) -> None:
@@ -55,19 +47,24 @@ def register(cli: click.Group, config_option: Any, load: Any) -> None:
     @retrain_group.command("runs")
     @config_option
     @click.option("--model", default=None, help="Only this alias.")
-    @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500))
+    @click.option(
+        "--limit",
+        default=20,
+        show_default=True,
+        type=click.IntRange(1, 500),
+        help="How many runs, newest first.",
+    )
     def runs(config_path: Path | None, model: str | None, limit: int) -> None:
         """Recent retrain runs with their stage timeline."""
-        query = urllib.parse.urlencode({"limit": limit, **({"model": model} if model else {})})
-        show(call(load(config_path), "GET", f"/retrain/runs?{query}"))
+        params = {"limit": limit, "model": model}
+        show(call(load(config_path), "GET", "/retrain/runs", params=params))
 
     @retrain_group.command("decisions")
     @config_option
     @click.option("--model", default=None, help="Only this alias.")
     def decisions(config_path: Path | None, model: str | None) -> None:
         """Recent trigger decisions, including the ones that started nothing, and why."""
-        query = urllib.parse.urlencode({"model": model} if model else {})
-        show(call(load(config_path), "GET", f"/retrain/decisions?{query}"))
+        show(call(load(config_path), "GET", "/retrain/decisions", params={"model": model}))
 
     @retrain_group.command("now")
     @config_option
@@ -116,8 +113,7 @@ def register(cli: click.Group, config_option: Any, load: Any) -> None:
     @click.option("--model", default=None, help="Only this alias.")
     def list_adapters(config_path: Path | None, model: str | None) -> None:
         """Every adapter version with its status."""
-        query = urllib.parse.urlencode({"model": model} if model else {})
-        show(call(load(config_path), "GET", f"/adapters?{query}"))
+        show(call(load(config_path), "GET", "/adapters", params={"model": model}))
 
     @adapters_group.command("show")
     @config_option

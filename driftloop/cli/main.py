@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import click
 
+from driftloop.api.client import ControlApiError, ControlClient, ServiceUnreachableError
 from driftloop.cli import loop as cli_loop
 from driftloop.config import Config, ConfigError, check_api_token, load_config
 
@@ -107,7 +105,13 @@ def model_tiny(config_path: Path | None, force: bool) -> None:
 
 @cli.command("requests")
 @CONFIG_OPTION
-@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--limit",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="How many requests, newest first.",
+)
 @click.option("--model", default=None, help="Only this public model name.")
 def requests_command(config_path: Path | None, limit: int, model: str | None) -> None:
     """Show recent captured requests: through the running service's API, or the file if none runs."""
@@ -123,25 +127,25 @@ def _recent_requests(
 ) -> tuple[list[dict[str, Any]], str]:
     from driftloop.api.app import recent_rows
 
-    query = f"limit={limit}" + (f"&model={urllib.parse.quote(model)}" if model else "")
     return _read(
-        cfg, f"/api/v1/requests?{query}", lambda con: recent_rows(con, limit=limit, model=model)
+        cfg,
+        "/requests",
+        lambda con: recent_rows(con, limit=limit, model=model),
+        params={"limit": limit, "model": model},
     )
 
 
-def _read(cfg: Config, api_path: str, from_file: Any) -> tuple[Any, str]:
+def _read(
+    cfg: Config, api_path: str, from_file: Any, params: dict[str, Any] | None = None
+) -> tuple[Any, str]:
     """Ask the running service's API; when none answers, open the DuckDB file read-only."""
-    from driftloop.service import api_token
-
-    url = f"http://{cfg.api.host}:{cfg.api.port}{api_path}"
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_token(cfg)}"})
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read()), f"running service API at {url}"
-    except urllib.error.HTTPError as exc:
-        raise click.ClickException(f"the service API answered {exc.code}: {exc.read()!r}") from None
-    except (urllib.error.URLError, ConnectionError):
+        with ControlClient.for_config(cfg, timeout_s=5) as client:
+            return client.get(api_path, params), f"running service API at {client.url(api_path)}"
+    except ServiceUnreachableError:
         pass  # no service running: the file is free to open
+    except ControlApiError as exc:
+        raise click.ClickException(str(exc)) from None
     import duckdb
 
     if not cfg.capture.db_path.exists():
@@ -179,7 +183,7 @@ def drift_report(config_path: Path | None, out: Path) -> None:
     from monitor.drift_report import latest_runs, write_report
 
     cfg = _load(config_path)
-    runs, source = _read(cfg, "/api/v1/drift/latest", latest_runs)
+    runs, source = _read(cfg, "/drift/latest", latest_runs)
     click.echo(f"source: {source}", err=True)
     if not runs:
         raise click.ClickException("no drift evaluations yet (the drift job has not run)")
@@ -368,7 +372,12 @@ def dashboards_render(
 @cli.command("demo")
 @CONFIG_OPTION
 @click.option(
-    "--requests", "n_requests", default=24, show_default=True, type=click.IntRange(1, 10_000)
+    "--requests",
+    "n_requests",
+    default=24,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Prompts replayed through the sidecar in the first phase.",
 )
 def demo_command(config_path: Path | None, n_requests: int) -> None:
     """Start vLLM and the sidecar, replay real prompts through the openai SDK, show the capture."""

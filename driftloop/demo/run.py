@@ -10,18 +10,19 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from driftloop.api.client import ControlClient
 from driftloop.config import Config
 from driftloop.demo.story import (
     CHAT_CATEGORIES,
@@ -94,19 +95,21 @@ def run_demo(cfg: Config, *, n_requests: int) -> None:
         service = subprocess.Popen(
             [sys.executable, "-m", "driftloop", "serve"], env=env, stdout=log, stderr=log
         )
+    control = ControlClient(api, token, timeout_s=60)
     try:
         _wait_ready(service, sidecar, log_path, cfg.vllm.start_timeout_s + 60)
         prompts = _prompts(n_requests)
         answers = _replay(sidecar, prompts)
-        _show_capture(api, token, answers)
+        _show_capture(control, answers)
         _show_metrics(sidecar)
-        _staged_drift(sidecar, api, token, work)
-        _closed_loop(sidecar, api, token)
+        _staged_drift(sidecar, control, work)
+        _closed_loop(sidecar, control)
         console.print(
             f"\nsidecar (OpenAI API): {sidecar}/v1   metrics: {sidecar}/metrics   "
             f"control API: {api}/api/v1/status   DuckDB: {db_path}"
         )
     finally:
+        control.close()
         service.send_signal(signal.SIGTERM)
         try:
             service.wait(60)
@@ -125,11 +128,10 @@ def _wait_ready(
                 tail = log_path.read_text(errors="replace").splitlines()[-30:]
                 raise SystemExit("driftloop serve exited:\n" + "\n".join(tail))
             try:
-                with urllib.request.urlopen(sidecar + "/v1/models", timeout=2) as response:
-                    if response.status == 200:
-                        console.print(f"ready after {time.monotonic() - started:.0f} s")
-                        return
-            except OSError:
+                if httpx.get(sidecar + "/v1/models", timeout=2, trust_env=False).is_success:
+                    console.print(f"ready after {time.monotonic() - started:.0f} s")
+                    return
+            except httpx.TransportError:
                 pass
             time.sleep(1)
     raise SystemExit(f"service not ready after {timeout:.0f} s; see {log_path}")
@@ -141,7 +143,7 @@ def _prompts(n: int, categories: list[str] = DEMO_CATEGORIES, seed: int = 0) -> 
     return [c.prompt for c in rng.sample(conversations, min(n, len(conversations)))]
 
 
-def _staged_drift(sidecar: str, api: str, token: str, work: Path) -> None:
+def _staged_drift(sidecar: str, control: ControlClient, work: Path) -> None:
     """Reference traffic, more of the same (no drift), then a topic shift (drift)."""
     console.rule("staged drift")
     chat = _prompts(3 * WINDOW, list(CHAT_CATEGORIES), seed=1)
@@ -158,8 +160,8 @@ def _staged_drift(sidecar: str, api: str, token: str, work: Path) -> None:
     for title, prompts, expected in phases:
         staged(prompts, title)
         # Only an evaluation that started after the whole phase was captured shows its window.
-        _await_captured(api, token, prompts)
-        runs = _await_drift(api, token, time.time())
+        _await_captured(control, prompts)
+        runs = _await_drift(control, time.time())
         _show_drift(runs)
         drifted = any(
             r["drifted"]
@@ -180,7 +182,7 @@ def _staged_drift(sidecar: str, api: str, token: str, work: Path) -> None:
     html_path, png_path = work / "drift-report.html", work / "drift-summary.png"
     write_report(runs, html_path, png_path)
     console.print(f"drift report: {html_path}  summary: {png_path}")
-    metrics = _get(sidecar + "/metrics")
+    metrics = _metrics_text(sidecar)
     console.print("[bold]/metrics[/] drift gauges for prompts:")
     for line in metrics.splitlines():
         if (
@@ -190,27 +192,23 @@ def _staged_drift(sidecar: str, api: str, token: str, work: Path) -> None:
             console.print("  " + line)
 
 
-def _closed_loop(sidecar: str, api: str, token: str) -> None:
+def _closed_loop(sidecar: str, control: ControlClient) -> None:
     """Drift has tripped: feedback arrives, the loop retrains, gates, ships; then a rollback."""
     console.rule("the loop: retrain -> gate -> deploy")
     feedback = house_format_feedback()
     # Paused while the corrections arrive, so the run trains on all of them rather than on
     # whatever had arrived when a trigger evaluation happened to pass the data floor.
-    models = f"{api}/api/v1/models/{DRIFT_ALIAS}"
-    _post(f"{models}/pause", token, {"reason": "demo: sending corrections"})
+    models = f"/models/{DRIFT_ALIAS}"
+    control.post(f"{models}/pause", {"reason": "demo: sending corrections"})
     for e in feedback:
-        _post(
-            f"{api}/api/v1/feedback",
-            token,
-            {"model": DRIFT_ALIAS, "prompt": e.prompt, "answer": e.answer},
-        )
-    _post(f"{models}/resume", token, {"reason": "demo: corrections sent"})
+        control.post("/feedback", {"model": DRIFT_ALIAS, "prompt": e.prompt, "answer": e.answer})
+    control.post(f"{models}/resume", {"reason": "demo: corrections sent"})
     console.print(
         f"an operator paused {DRIFT_ALIAS}, sent {len(feedback)} corrections in the house format "
         f"('{HOUSE_PREFIX}...') for 5 tech-support problems, and resumed it"
     )
-    run = _await_run(api, token)
-    decisions = _get(f"{api}/api/v1/retrain/decisions?model={DRIFT_ALIAS}&limit=200", token)
+    run = _await_run(control)
+    decisions = control.get("/retrain/decisions", {"model": DRIFT_ALIAS, "limit": 200})
     table = Table(title="trigger decisions (oldest first; repeats folded)")
     for column in ("time", "trigger", "decision", "reason"):
         table.add_column(column, overflow="fold")
@@ -230,7 +228,7 @@ def _closed_loop(sidecar: str, api: str, token: str) -> None:
     if run["error"]:
         console.print(f"[red]error:[/] {run['error']}")
     if run["adapter_id"]:
-        lineage = _get(f"{api}/api/v1/adapters/{run['adapter_id']}", token)
+        lineage = control.get(f"/adapters/{run['adapter_id']}")
         for evaluation in lineage["evaluations"]:
             console.print(f"gate report: {evaluation['report_path']}")
     if run["status"] != "shipped":
@@ -241,41 +239,30 @@ def _closed_loop(sidecar: str, api: str, token: str) -> None:
     )
     for a in answers:
         console.print(f"  {a['prompt']!r} -> {a['answer'][:90]!r}")
-    reply = _post(
-        f"{api}/api/v1/models/{DRIFT_ALIAS}/rollback", token, {"reason": "demo: operator rollback"}
-    )
+    reply = control.post(f"{models}/rollback", {"reason": "demo: operator rollback"})
     console.print(f"rollback through the API: {DRIFT_ALIAS} now serves {reply['serving']}")
 
 
-def _await_run(api: str, token: str, timeout: float = 1200) -> dict[str, Any]:
+def _await_run(control: ControlClient, timeout: float = 1200) -> dict[str, Any]:
     """Wait for the first retrain run of the drift alias to finish."""
     deadline = time.monotonic() + timeout
     with console.status("waiting for the retrain trigger, training, the gate and the deploy"):
         while time.monotonic() < deadline:
-            runs = _get(f"{api}/api/v1/retrain/runs?model={DRIFT_ALIAS}", token)
+            runs = control.get("/retrain/runs", {"model": DRIFT_ALIAS})
             if runs and runs[0]["status"] != "running":
                 return dict(runs[0])
             time.sleep(3)
     raise SystemExit("no retrain run finished in time; see data/demo/service.log")
 
 
-def _post(url: str, token: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
-def _await_drift(api: str, token: str, since: float, timeout: float = 180) -> list[dict[str, Any]]:
+def _await_drift(
+    control: ControlClient, since: float, timeout: float = 180
+) -> list[dict[str, Any]]:
     """Wait for a drift evaluation that saw a full current window captured after ``since``."""
     deadline = time.monotonic() + timeout
     with console.status("waiting for embeddings and the next drift evaluation"):
         while time.monotonic() < deadline:
-            runs = _get(f"{api}/api/v1/drift/latest", token)
+            runs = control.get("/drift/latest")
             psi = [
                 r
                 for r in runs
@@ -289,12 +276,12 @@ def _await_drift(api: str, token: str, since: float, timeout: float = 180) -> li
     raise SystemExit("no drift evaluation arrived in time; see data/demo/service.log")
 
 
-def _await_captured(api: str, token: str, prompts: list[str], timeout: float = 60) -> None:
+def _await_captured(control: ControlClient, prompts: list[str], timeout: float = 60) -> None:
     """Wait until the drift alias's newest captured rows are exactly this phase's prompts."""
     wanted = sorted(prompts)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = _get(f"{api}/api/v1/requests?model={DRIFT_ALIAS}&limit={len(prompts)}", token)
+        rows = control.get("/requests", {"model": DRIFT_ALIAS, "limit": len(prompts)})
         if sorted(r["prompt_text"] for r in rows) == wanted:
             return
         time.sleep(0.5)
@@ -375,24 +362,18 @@ def _replay(
     return results
 
 
-def _get(url: str, token: str | None = None) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with urllib.request.urlopen(
-        urllib.request.Request(url, headers=headers), timeout=10
-    ) as response:
-        body = response.read()
-    return (
-        json.loads(body)
-        if response.headers.get_content_type() == "application/json"
-        else body.decode()
-    )
+def _metrics_text(sidecar: str) -> str:
+    """The sidecar's Prometheus text (not the control API: /metrics needs no token)."""
+    response = httpx.get(sidecar + "/metrics", timeout=10, trust_env=False)
+    response.raise_for_status()
+    return response.text
 
 
-def _show_capture(api: str, token: str, answers: list[dict[str, Any]]) -> None:
+def _show_capture(control: ControlClient, answers: list[dict[str, Any]]) -> None:
     deadline = time.monotonic() + 10  # the writer flushes once a second
     rows: list[dict[str, Any]] = []
     while time.monotonic() < deadline and len(rows) < len(answers):
-        rows = _get(f"{api}/api/v1/requests?limit={len(answers)}", token)
+        rows = control.get("/requests", {"limit": len(answers)})
         time.sleep(0.5)
     table = Table(title=f"captured in DuckDB (read through the control API): {len(rows)} rows")
     for column in ("stream", "prompt", "response", "finish", "tokens in/out", "latency s"):
@@ -412,7 +393,7 @@ def _show_capture(api: str, token: str, answers: list[dict[str, Any]]) -> None:
 
 
 def _show_metrics(sidecar: str) -> None:
-    text = _get(sidecar + "/metrics")
+    text = _metrics_text(sidecar)
     wanted = (
         "driftloop_proxy_requests_total",
         "driftloop_capture_enqueued_total",

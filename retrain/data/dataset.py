@@ -8,12 +8,23 @@ of the training split. The result is written as ``<root>/<dataset_id>/`` (see
 ``retrain.data.files``) where the id is a hash of the content and the recipe, so the same
 inputs always give the same id and an existing dataset is reused as is.
 
->>> ds = build_dataset(root, [{"messages": [{"role": "user", "content": "Hi"},
-...                                         {"role": "assistant", "content": "Hello."}],
-...                            "source": "feedback", "ref": "fb-1"}, ...],
-...                    replay_from=["3f2a9c0d1e4b5a67"], golden_prompts=["What is 2+2?"])
->>> ds.manifest["replay"]["share"]
-0.2
+>>> import tempfile
+>>> root = Path(tempfile.mkdtemp())
+>>> def chat(prompt, answer, ref):
+...     messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+...     return {"messages": messages, "source": "feedback", "ref": ref}
+>>> words = ("alpha", "bravo", "charlie", "delta", "echo")
+>>> first = build_dataset(root, [chat(f"Question {w}?", f"Answer {w}.", w) for w in words])
+>>> ds = build_dataset(
+...     root,
+...     [chat("My printer jams.", "HelpDesk: open tray 2.", "fb-1"),
+...      chat("What is 2+2?", "4", "fb-2"),
+...      chat("My screen flickers.", "HelpDesk: update the driver.", "fb-3")],
+...     replay_from=[first.id],
+...     golden_prompts=["What is 2+2?"],
+... )
+>>> ds.manifest["removed"]["golden_overlap"], ds.manifest["counts"]["train"]
+(1, {'feedback': 1, 'judged': 0, 'replay': 1, 'seed': 0, 'teacher': 0})
 """
 
 from __future__ import annotations

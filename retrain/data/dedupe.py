@@ -8,8 +8,9 @@ threshold, so the decision never depends on MinHash's estimation noise.
 
 >>> index = NearDuplicateIndex(threshold=0.8)
 >>> index.add("a", "How do I reset my password on the website?")
->>> index.find("How do I reset my password on the web site?")
+>>> index.find("how do I reset my password on the website, please?")
 'a'
+>>> index.find("How do I reset the password on the website?")  # Jaccard 0.72: kept
 """
 
 from __future__ import annotations

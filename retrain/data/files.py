@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrain.atomic_dirs import fsync_dir, new_temp_dir, publish, remove_stale_temp_dirs
+from monitor.fs import fsync_dir, new_temp_dir, publish, remove_stale_temp_dirs
 
 TRAIN_FILE = "train.jsonl"
 VALIDATION_FILE = "validation.jsonl"

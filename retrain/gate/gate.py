@@ -4,12 +4,15 @@
 under a ``GatePolicy``; ``run_gate`` scores each distinct model once and decides. Served names
 are the registry's ``<alias>-v<N>`` (the base model serves under its own name).
 
->>> client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="-")
->>> gs = load_golden_set("helpdesk")
->>> base = evaluate_model(client, "smollm2", gs)
->>> cand = evaluate_model(client, "helpdesk-v1", gs)
->>> report = decide(cand, base, base, GatePolicy(drifted_categories=("tech_support",)))
->>> report.passed, [r.message for r in report.reasons]
+Against a vLLM serving the base model and the candidate adapter (so not a doctest)::
+
+    client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="-", max_retries=0)
+    gs = load_golden_set("helpdesk")
+    report = run_gate(
+        client, gs, candidate="helpdesk-v1", production="smollm2", base="smollm2",
+        policy=GatePolicy(drifted_categories=("tech_support",)), retry=RetryPolicy(),
+    )
+    report.passed, [r.message for r in report.reasons]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import openai
 
+from judges.client import RetryPolicy
 from retrain.gate.golden import GoldenSet
 from retrain.gate.scores import FORMAT, OVERALL, GateError, ModelScores, evaluate_model
 
@@ -236,12 +240,13 @@ def run_gate(
     policy: GatePolicy,
     max_tokens: int = 64,
     concurrency: int = 8,
+    retry: RetryPolicy | None = None,
 ) -> GateReport:
     """Evaluate each distinct model once (production may be the base) and decide."""
 
     def evaluate(model: str) -> ModelScores:
         return evaluate_model(
-            client, model, golden_set, max_tokens=max_tokens, concurrency=concurrency
+            client, model, golden_set, max_tokens=max_tokens, concurrency=concurrency, retry=retry
         )
 
     prod = evaluate(production)

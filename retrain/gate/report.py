@@ -6,10 +6,10 @@ import base64
 import html
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from monitor.fs import write_atomic
 from retrain.gate.gate import GateReport
 from retrain.gate.scores import OVERALL, ExampleResult, ModelScores
 
@@ -28,19 +28,10 @@ def write_report(report: GateReport, directory: Path) -> dict[str, Path]:
         "html": directory / HTML_NAME,
         "png": directory / PNG_NAME,
     }
-    _write_atomic(paths["png"], png)
-    _write_atomic(
-        paths["json"], json.dumps(report.to_dict(), indent=2, ensure_ascii=False).encode()
-    )
-    _write_atomic(paths["html"], render_html(report, png).encode())
+    write_atomic(paths["png"], png)
+    write_atomic(paths["json"], json.dumps(report.to_dict(), indent=2, ensure_ascii=False).encode())
+    write_atomic(paths["html"], render_html(report, png).encode())
     return paths
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write next to the target and rename, so a reader never sees half a report."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _columns(report: GateReport) -> list[tuple[str, ModelScores]]:

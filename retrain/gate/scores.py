@@ -16,6 +16,7 @@ from typing import Any
 
 import openai
 
+from judges.client import RetryPolicy, call_with_retries
 from judges.reference import REFERENCE_METRICS
 from retrain.gate.golden import GoldenExample, GoldenSet
 
@@ -76,19 +77,26 @@ def evaluate_model(
     concurrency: int = 8,
     scorers: Mapping[str, Scorer] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    retry: RetryPolicy | None = None,
 ) -> ModelScores:
-    """Answer every golden prompt with ``served_model`` (temperature 0) and score the answers."""
+    """Answer every golden prompt with ``served_model`` (temperature 0) and score the answers.
+
+    With ``retry``, each call is retried under that policy (the SDK's own retries switched off);
+    without, the client's own setting applies.
+    """
     if max_tokens < 1 or concurrency < 1:
         raise ValueError(f"max_tokens ({max_tokens}) and concurrency ({concurrency}) must be >= 1")
     extra = dict(scorers or {})
     clash = sorted(set(extra) & set(METRICS))
     if clash:
         raise ValueError(f"scorer names {clash} clash with the built-in metrics {list(METRICS)}")
+    if retry is not None:
+        client = client.with_options(max_retries=0)
     started = clock()
     results: dict[str, ExampleResult] = {}
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="gate") as pool:
         futures: dict[Future[ExampleResult], GoldenExample] = {
-            pool.submit(_answer, client, served_model, ex, max_tokens, extra): ex
+            pool.submit(_answer, client, served_model, ex, max_tokens, extra, retry): ex
             for ex in golden_set.examples
         }
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
@@ -124,13 +132,20 @@ def _answer(
     example: GoldenExample,
     max_tokens: int,
     extra: Mapping[str, Scorer],
+    retry: RetryPolicy | None,
 ) -> ExampleResult:
-    response = client.chat.completions.create(
-        model=model,
-        messages=[dict(m) for m in example.messages],  # type: ignore[misc]
-        temperature=0,
-        max_tokens=max_tokens,
-    )
+    def create() -> Any:
+        return client.chat.completions.create(
+            model=model,
+            messages=[dict(m) for m in example.messages],  # type: ignore[misc]
+            temperature=0,
+            max_tokens=max_tokens,
+        )
+
+    if retry is None:
+        response = create()
+    else:
+        response = call_with_retries(create, retry, base_url=str(client.base_url))
     if not response.choices:
         raise GateError(f"model {model!r} returned no choices for golden example {example.id}")
     choice = response.choices[0]

@@ -6,8 +6,10 @@ and is not part of the digest. ``validate_adapter`` is the gate in front of vLLM
 config and the safetensors file without torch, checks rank, shapes, finiteness, the digest and
 the base model, and raises AdapterError naming every problem found.
 
->>> validate_adapter(Path("adapters/3f2a9c0d1e4b5a67"), max_rank=16, base_model=base_dir)
-AdapterInfo(path=..., rank=8, ...)
+For a folder the trainer published (so not a doctest)::
+
+    validate_adapter(Path("adapters/3f2a9c0d1e4b5a67"), max_rank=16, base_model=base_dir)
+    # -> AdapterInfo(path=..., id="3f2a9c0d1e4b5a67", rank=8, ...), or AdapterError listing problems
 """
 
 from __future__ import annotations

@@ -8,8 +8,6 @@ inside the functions so that importing this module stays cheap.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import importlib.util
 import json
 import logging
@@ -22,6 +20,10 @@ from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
+
+from monitor.fs import replace_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +110,7 @@ def prepare_smollm2(
     def build(tmp: Path) -> dict[str, Any]:
         return _convert_gguf(source, tmp)
 
-    return _build_once(Path(target_dir), recipe, build, force=force)
+    return build_once(Path(target_dir), recipe, build, force=force)
 
 
 def build_tiny_llama(target_dir: Path, *, seed: int = 0, force: bool = False) -> Path:
@@ -118,17 +120,20 @@ def build_tiny_llama(target_dir: Path, *, seed: int = 0, force: bool = False) ->
     def build(tmp: Path) -> dict[str, Any]:
         return _build_tiny(tmp, seed)
 
-    return _build_once(Path(target_dir), recipe, build, force=force)
+    return build_once(Path(target_dir), recipe, build, force=force)
 
 
-def _build_once(
+def build_once(
     target: Path,
     recipe: Mapping[str, Any],
     build: Callable[[Path], dict[str, Any]],
     *,
     force: bool,
 ) -> Path:
-    """Run ``build`` into a temp sibling and swap it in, unless a matching build exists."""
+    """Build ``target`` from ``recipe`` once: ``build`` runs into a temp sibling that is swapped in.
+
+    Concurrent builders take turns on a lock; a finished build of the same recipe is returned.
+    """
     if not force and _matches(target, recipe):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +157,7 @@ def _build_once(
             # The marker is written last: its presence is what "complete" means.
             (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
             _make_readable(tmp)
-            _swap_in(tmp, target)
+            replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -166,15 +171,12 @@ def _matches(target: Path, recipe: Mapping[str, Any]) -> bool:
     return marker is not None and marker.get("recipe") == dict(recipe)
 
 
-@contextlib.contextmanager
-def _lock(target: Path) -> Iterator[None]:
-    """Hold an exclusive lock so that concurrent builders of one folder take turns."""
-    with open(target.parent / f".{target.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _lock(target: Path) -> FileLock:
+    """An exclusive lock so that concurrent builders of one folder take turns.
+
+    An flock: the kernel releases it when its holder dies, so a killed build blocks no one.
+    """
+    return FileLock(target.parent / f".{target.name}.lock")
 
 
 def _remove_leftovers(target: Path) -> None:
@@ -193,17 +195,6 @@ def _make_readable(folder: Path) -> None:
         path.chmod(0o644)
 
 
-def _swap_in(tmp: Path, target: Path) -> None:
-    """Replace ``target`` with ``tmp`` so that ``target`` is never half-written."""
-    if target.exists():
-        retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        target.rename(retired)
-        tmp.rename(target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        tmp.rename(target)
-
-
 def _describe(recipe: Mapping[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in recipe.items() if key != "kind")
 
@@ -214,14 +205,6 @@ def _versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return versions
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _convert_gguf(source: Path, out: Path) -> dict[str, Any]:
@@ -249,7 +232,7 @@ def _convert_gguf(source: Path, out: Path) -> dict[str, Any]:
     log.info("saved in %.1f s", time.monotonic() - saving)
     return {
         "source_path": str(source),
-        "source_sha256": _sha256(source),
+        "source_sha256": sha256_file(source),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
 

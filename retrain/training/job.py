@@ -5,12 +5,13 @@ The parent never imports torch: it writes the TrainingSpec as JSON, starts
 reads the child's progress lines, kills the whole group when the time limit passes or the
 caller cancels, and on success validates the adapter folder the child published.
 
->>> result = run_training(
-...     TrainingSpec(base_model=base_dir, dataset=dataset.path, output_root=Path("adapters")),
-...     on_progress=lambda p: print(p.step, p.loss),
-... )
->>> result.adapter_path
-PosixPath('adapters/3f2a9c0d1e4b5a67')
+Training needs torch and a base model, so this is not a doctest::
+
+    result = run_training(
+        TrainingSpec(base_model=base_dir, dataset=dataset.path, output_root=Path("adapters")),
+        on_progress=lambda p: print(p.step, p.loss),
+    )
+    result.adapter_path  # PosixPath('adapters/3f2a9c0d1e4b5a67')
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from retrain.atomic_dirs import remove_stale_temp_dirs
+from monitor.fs import remove_stale_temp_dirs
 from retrain.training.adapters import RESULT_FILE, AdapterError, AdapterInfo, validate_adapter
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from retrain.atomic_dirs import fsync_dir, new_temp_dir, publish
+from monitor.fs import fsync_dir, new_temp_dir, publish
 from retrain.data.files import load_dataset
 from retrain.training.adapters import (
     CONFIG_FILE,

@@ -1,4 +1,4 @@
-"""The CLI, through click's runner: config checks and reading captures without a service."""
+"""The CLI, through click's runner: config checks, reading captures with and without a service."""
 
 import json
 
@@ -9,6 +9,7 @@ from driftloop.cli.main import cli
 from driftloop.service import build_components
 from monitor.capture import CapturedExchange
 from tests.conftest import make_config
+from tests.hardening.api_running import running_api
 
 
 def test_check_config_prints_the_merged_config(tmp_path):
@@ -60,3 +61,27 @@ def test_requests_reads_the_file_when_no_service_runs(tmp_path):
     assert "(no service running)" in result.stderr
     [row] = [json.loads(line) for line in result.stdout.splitlines()]
     assert (row["prompt_text"], row["response_text"]) == ("hi", "yo")
+
+
+def test_drift_report_reads_the_running_service_and_writes_html_and_png(tmp_path):
+    with running_api(tmp_path) as api:
+        env = {
+            "DRIFTLOOP__API__PORT": api.url.rsplit(":", 1)[1],
+            "DRIFTLOOP_API_TOKEN": api.token,
+            "DRIFTLOOP__CACHE_DIR": str(tmp_path / "cli-cache"),
+        }
+        out = tmp_path / "reports"
+        empty = CliRunner().invoke(cli, ["drift", "report", "--out", str(out)], env=env)
+        assert empty.exit_code == 1 and "no drift evaluations yet" in empty.output
+        assert f"running service API at {api.url}/api/v1/drift/latest" in empty.stderr
+        assert api.parts.store is not None
+        api.parts.store.execute(
+            "INSERT INTO drift_runs (run_at, model_alias, signal, score, threshold, p_value,"
+            " n_reference, n_current, drifted, reason) VALUES"
+            " (now(), 'support', 'combined', 0.9, 0.5, 0.001, 100, 100, true, 'tripped')"
+        )
+        result = CliRunner().invoke(cli, ["drift", "report", "--out", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "drifted: support/combined" in result.stdout
+    assert (out / "drift-summary.png").read_bytes()[:4] == b"\x89PNG"
+    assert "support" in (out / "drift-report.html").read_text()

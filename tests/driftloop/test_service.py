@@ -4,12 +4,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from driftloop.vllm_process import free_port
+from driftloop.vllm_process import free_port, process_group_members
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -41,14 +41,23 @@ def test_sigterm_during_vllm_start_stops_vllm(tmp_path, smollm2_dir):
     }
     service = subprocess.Popen([sys.executable, "-m", "driftloop", "serve"], env=env)
     needle = f"--port {vllm_port}"
-    deadline = time.monotonic() + 60
-    while not _processes_with(needle) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _processes_with(needle), "vLLM never started"
-    time.sleep(3)  # vLLM is loading, not yet healthy
+    vllm_pid = min(  # the API server: it leads the group that its engine joins
+        wait_until(
+            lambda: _processes_with(needle), what="vLLM to start", timeout_s=60, interval_s=0.2
+        )
+    )
+    # Loading, not yet healthy: its engine process has been spawned (into its process group).
+    wait_until(
+        lambda: len(process_group_members(vllm_pid)) > 1,
+        what="vLLM to spawn its engine process",
+        timeout_s=60,
+        interval_s=0.2,
+    )
     service.send_signal(signal.SIGTERM)
     assert service.wait(60) == 128 + signal.SIGTERM
-    deadline = time.monotonic() + 30
-    while _processes_with(needle) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _processes_with(needle) == []
+    wait_until(
+        lambda: not _processes_with(needle) and not process_group_members(vllm_pid),
+        what="vLLM and its engine to exit",
+        timeout_s=30,
+        interval_s=0.2,
+    )

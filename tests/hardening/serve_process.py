@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftloop.vllm_process import free_port
+from tests import polling
 
 TOKEN = "t" * 32
 
@@ -59,12 +59,7 @@ class ServiceProcess:
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
     """Poll ``predicate`` until it holds; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    polling.wait_until(predicate, what=what, timeout_s=timeout_s)
 
 
 def _toml(sections: dict[str, dict[str, Any]]) -> str:

@@ -100,7 +100,7 @@ def _load_then_kill(
     threads = [threading.Thread(target=client) for _ in range(4)]
     for thread in threads:
         thread.start()
-    time.sleep(seconds)
+    time.sleep(seconds)  # not a wait for a condition: how long the load runs before the kill
     killed_at = time.monotonic()
     os.kill(service.pid, signal.SIGKILL)
     stop.set()

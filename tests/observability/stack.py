@@ -23,6 +23,9 @@ from typing import Any
 import httpx
 import yaml
 
+from dashboards.prometheus import PrometheusClient
+from tests.polling import wait_until
+
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_BIN = "/usr/bin/prometheus"
 ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager"
@@ -200,3 +203,21 @@ def prometheus(
     ]
     with _process(args, f"http://127.0.0.1:{port}", "/-/ready", workdir / "prom.log") as server:
         yield server
+
+
+def wait_for_scrape(prom: PrometheusClient, job: str, after: float, timeout_s: float = 30) -> float:
+    """Wait until Prometheus has scraped ``job`` after the unix time ``after``; return that time.
+
+    Events spread over scrapes (so that ``rate()`` sees each increase) wait for this instead of
+    sleeping a scrape interval and hoping.
+    """
+
+    def scraped_at() -> float | None:
+        result = prom.query(f'timestamp(up{{job="{job}"}})', time.time())
+        at = result[0].points[-1][1] if result else None
+        return at if at is not None and at > after else None
+
+    value = wait_until(
+        scraped_at, what=f"a scrape of {job!r} after {after:.1f}", timeout_s=timeout_s
+    )
+    return float(value)

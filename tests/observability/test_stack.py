@@ -43,8 +43,10 @@ from tests.observability.stack import (
     alertmanager,
     fast_rules,
     prometheus,
+    wait_for_scrape,
     webhook_receiver,
 )
+from tests.polling import wait_until
 from tests.servers import serve_in_thread
 
 pytestmark = pytest.mark.slow
@@ -92,7 +94,7 @@ class RegressingUpstream:
             answer = upstream_stub.completion_body(model).replace(
                 upstream_stub.ANSWER.encode(), REFUSAL.encode()
             )
-            await upstream_stub._respond(send, 200, answer)
+            await upstream_stub.respond(send, 200, answer)
             return
         replayed = False
 
@@ -107,13 +109,7 @@ class RegressingUpstream:
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 120) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    return wait_until(check, what=what, timeout_s=timeout_s, interval_s=0.25)
 
 
 def value(prom: PrometheusClient, expr: str) -> float | None:
@@ -256,7 +252,7 @@ def test_a_staged_quality_regression_pages_through_prometheus_and_alertmanager(t
                 headers={"x-stub-chunk-delay-ms": "200"},
             ) as response:
                 next(response.iter_bytes())
-            time.sleep(1.5)
+            wait_for_scrape(prom, "driftloop", time.time())
         send(["x" * 5000])
         upstream_stack.close()
         for _ in range(6):
@@ -264,7 +260,7 @@ def test_a_staged_quality_regression_pages_through_prometheus_and_alertmanager(t
                 client.chat.completions.create(
                     model="support", messages=[{"role": "user", "content": "still there?"}]
                 )
-            time.sleep(0.5)
+            wait_for_scrape(prom, "driftloop", time.time())
         wait_for(
             "upstream errors and disconnects in Prometheus",
             lambda: (
@@ -281,8 +277,8 @@ def test_a_staged_quality_regression_pages_through_prometheus_and_alertmanager(t
         results["warnings_received"] = sorted(
             {a["labels"]["alertname"] for r in warnings for a in r.body["alerts"]}
         )
-        time.sleep(3)  # a few more scrapes after the last event
-        ended = time.time()
+        # a few more scrapes after the last event
+        ended = wait_for_scrape(prom, "driftloop", time.time() + 2)
 
         empty = check_every_panel_query(prom, started, ended)
         out = Path(os.environ.get("DRIFTLOOP_DASHBOARD_PNG_DIR") or tmp_path / "png")

@@ -16,7 +16,13 @@ from dashboards.build import build_dashboards, executable, panel_queries
 from dashboards.prometheus import PrometheusClient
 from dashboards.render import render_dashboard
 from tests.conftest import SERVED_NAME
-from tests.observability.stack import REPO, alertmanager, prometheus, webhook_receiver
+from tests.observability.stack import (
+    REPO,
+    alertmanager,
+    prometheus,
+    wait_for_scrape,
+    webhook_receiver,
+)
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -57,9 +63,10 @@ def test_vllm_queries_of_the_traffic_dashboard_return_data(vllm_server, start_si
                     max_tokens=24,
                     stream=round_ == 1,
                 )
-            time.sleep(1.5)  # scrapes between rounds, so rates see increases
-        time.sleep(2)
-        ended = time.time()
+            # scrapes of both between rounds, so rates see increases
+            for job in ("driftloop", "vllm"):
+                wait_for_scrape(prom, job, time.time())
+        ended = wait_for_scrape(prom, "vllm", time.time() + 1)
 
         traffic = build_dashboards()["traffic.json"]
         vllm_queries = [q for q in panel_queries(traffic) if "vllm:" in q.expr]

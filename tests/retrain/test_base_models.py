@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from driftloop.cli.main import cli
 from retrain.training.base_models import (
     MARKER_NAME,
     SMOLLM2_PIP_NAME,
     BaseModelError,
-    _build_once,
+    build_once,
     build_tiny_llama,
     cache_dir,
     prepare_smollm2,
@@ -118,7 +121,7 @@ def test_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _build_once(target, {"kind": "test"}, crash, force=False)
+        build_once(target, {"kind": "test"}, crash, force=False)
     assert not target.exists()
     assert [p.name for p in tmp_path.iterdir()] == [".model.lock"]
 
@@ -127,7 +130,7 @@ def test_leftovers_of_a_killed_build_are_cleaned(tmp_path: Path) -> None:
     # A process killed mid-build leaves its temp folder; it never becomes the target.
     (tmp_path / ".model.tmp-deadbeef").mkdir()
     (tmp_path / "model").mkdir()  # no marker: incomplete
-    _build_once(tmp_path / "model", {"kind": "test"}, lambda folder: {}, force=False)
+    build_once(tmp_path / "model", {"kind": "test"}, lambda folder: {}, force=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".model.lock", "model"]
     assert json.loads((tmp_path / "model" / MARKER_NAME).read_text())["recipe"] == {"kind": "test"}
 
@@ -176,3 +179,27 @@ def test_smollm2_converts_once_and_answers() -> None:
         output = model.generate(**batch, max_new_tokens=12, do_sample=False)
     answer = tokenizer.decode(output[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+def test_model_tiny_prints_the_cached_folder_without_building_again(tiny: Path, tmp_path: Path):
+    target = tmp_path / "cache" / "models" / "tiny-llama"
+    shutil.copytree(tiny, target)
+    marker = (target / MARKER_NAME).read_text()
+    result = CliRunner().invoke(
+        cli, ["model", "tiny"], env={"DRIFTLOOP__CACHE_DIR": str(tmp_path / "cache")}
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(target)
+    assert (target / MARKER_NAME).read_text() == marker  # found complete: not rebuilt
+
+
+@pytest.mark.slow
+def test_model_prepare_converts_into_the_configured_cache_once() -> None:
+    env = {"DRIFTLOOP__CACHE_DIR": str(cache_dir())}
+    first = CliRunner().invoke(cli, ["model", "prepare"], env=env)
+    assert first.exit_code == 0, first.output
+    target = Path(first.stdout.strip())
+    assert target == cache_dir() / "models" / "smollm2-135m-instruct"
+    built_at = (target / MARKER_NAME).stat().st_mtime
+    again = CliRunner().invoke(cli, ["model", "prepare"], env=env)
+    assert again.exit_code == 0 and (target / MARKER_NAME).stat().st_mtime == built_at

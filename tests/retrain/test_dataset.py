@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from retrain.atomic_dirs import remove_stale_temp_dirs
+from monitor.fs import remove_stale_temp_dirs
 from retrain.data.dataset import DatasetError, DatasetSettings, build_dataset, load_dataset
 from retrain.data.dedupe import NearDuplicateIndex, jaccard, normalise, shingles, text_key
 from retrain.data.files import validate_dataset_id, write_dataset

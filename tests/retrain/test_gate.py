@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from judges.client import RetryPolicy
 from retrain.gate.gate import GatePolicy, decide, run_gate
 from retrain.gate.golden import GoldenSet, load_golden_set
 from retrain.gate.report import write_report
@@ -166,6 +167,7 @@ class ScriptedModels:
         self.in_flight = 0
         self.max_in_flight = 0
         self.lock = threading.Lock()
+        self.failed_once: set[str] = set()  # prompts the "flaky" model refused once
 
     def answer(self, model: str, prompt: str) -> str | None:
         example = self.by_prompt[prompt]
@@ -188,6 +190,13 @@ class ScriptedModels:
             await asyncio.sleep(0.02)  # lets concurrent requests overlap
             if body["model"] == "broken":
                 return JSONResponse({"error": {"message": "engine died"}}, status_code=500)
+            prompt = body["messages"][-1]["content"]
+            if body["model"] == "flaky" and prompt not in self.failed_once:
+                with self.lock:
+                    self.failed_once.add(prompt)
+                return JSONResponse({"error": {"message": "busy"}}, status_code=503)
+            if body["model"] == "flaky":
+                body = {**body, "model": "house"}
             text = self.answer(body["model"], body["messages"][-1]["content"])
             if text is None:
                 message = f"The model `{body['model']}` does not exist."
@@ -305,6 +314,18 @@ def test_server_errors_raise_gate_errors_naming_model_and_cause(scripted, golden
         evaluate_model(dead, "house", golden)
     with pytest.raises(ValueError, match="concurrency"):
         evaluate_model(client, "house", golden, concurrency=0)
+
+
+def test_with_a_retry_policy_transient_errors_are_retried_under_it_alone(scripted, golden):
+    models, client = scripted
+    flaky = client.with_options(max_retries=5)  # ignored: the policy switches the SDK's off
+    policy = RetryPolicy(max_retries=1, backoff_s=0.0)
+    scores = evaluate_model(flaky, "flaky", golden, concurrency=4, retry=policy)
+    assert scores.categories["tech_support"]["format"] == 1.0
+    assert len(models.requests) == 2 * len(golden.examples)  # one refusal, one answer each
+    models.failed_once.clear()
+    with pytest.raises(GateError, match="answered HTTP 503"):
+        evaluate_model(flaky, "flaky", golden, retry=RetryPolicy(max_retries=0))
 
 
 # -- the real SmolLM2 on vLLM ------------------------------------------------------------------

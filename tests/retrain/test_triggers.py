@@ -45,7 +45,7 @@ def make(store, tmp_path, examples=100, **settings):
     return triggers, registry
 
 
-def drift_runs(store, flags, signal_name="prompt_embedding_mean_shift", later=0):
+def drift_runs(store, flags, signal_name="combined", later=0):
     """One evaluation a minute, the last ``later`` minutes after NOW."""
     for i, drifted in enumerate(flags):
         store.execute(
