@@ -57,7 +57,9 @@ class CapturePlanner:
         if changed:
             payload["model"] = served
         decision = (
-            SampleDecision.SAMPLED_OUT if not self.capture_enabled else self.sampler.decide(model, header)
+            SampleDecision.SAMPLED_OUT
+            if not self.capture_enabled
+            else self.sampler.decide(model, header)
         )
         self.metrics.capture_decisions.labels(
             model=self.aliases.label(model), decision=decision

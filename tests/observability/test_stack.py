@@ -62,8 +62,6 @@ NEEDS_EVENT = {
     "driftloop_deployed_adapter_info": "needs the retrain loop's deployer (retrain is off here)",
     "driftloop_rollbacks_total": "needs a deployed adapter to roll back",
     "driftloop_judge_anchor_shift": "needs an anchor-set pass (hourly) with parseable verdicts",
-    "driftloop_proxy_rejected_total": "needs a refused client request (test_proxy_limits.py)",
-    "driftloop_proxy_broken_responses_total": "needs an upstream that breaks mid-answer",
 }
 
 
