@@ -61,6 +61,62 @@ def drift_dashboard() -> dash.Dashboard:
                 span=24,
             )
         )
+        .with_row(dash.Row("The decision, and what a window can see"))
+        .with_panel(
+            stat_panel(
+                "Combined decision",
+                "The alias-level verdict the retrain trigger and DriftloopDriftDetected read:"
+                " every signal Holm-adjusted, family-wise error rate drift.alpha (1 = drifted).",
+                [
+                    Query(
+                        'max by (model) (driftloop_drift_detected{model=~"$model",'
+                        'signal="combined"})',
+                        "{{model}}",
+                    )
+                ],
+                span=6,
+            )
+        )
+        .with_panel(
+            series(
+                "Adjusted p-value (Holm)",
+                "Each signal's p-value after the Holm adjustment over the alias's family (log"
+                " scale); the combined decision trips when the smallest is below drift.alpha.",
+                [Query(f"driftloop_drift_adjusted_p_value{m}", "{{model}} {{signal}}")],
+                log=True,
+                line_at=0.01,
+                span=6,
+            )
+        )
+        .with_panel(
+            series(
+                "Effective samples",
+                "Window size divided by the sessions' design effect: turns of one conversation"
+                " are alike, so n turns carry fewer independent samples.",
+                [
+                    Query(
+                        f"max by (model, window) (driftloop_drift_effective_samples{m})",
+                        "{{model}} {{window}}",
+                    )
+                ],
+                span=6,
+            )
+        )
+        .with_panel(
+            series(
+                "Minimum detectable shift (90% power)",
+                "The smallest share of traffic moving to a distinct topic that the current"
+                " windows would catch nine times out of ten.",
+                [
+                    Query(
+                        f"driftloop_drift_min_detectable_shift_ratio{m}",
+                        "{{model}} {{signal}}",
+                    )
+                ],
+                "percentunit",
+                span=6,
+            )
+        )
         .with_row(dash.Row("Windows and runs"))
         .with_panel(
             stat_panel(

@@ -30,7 +30,8 @@ from retrain.metrics import LoopMetrics
 from retrain.serving.deploy import Deployer, Route
 from retrain.serving.guard import GuardSettings, PostDeployGuard
 from retrain.serving.vllm_admin import VLLMAdmin
-from retrain.training.job import TrainingLimits, TrainingProgress, TrainingSpec, run_training
+from retrain.training.job import run_training
+from retrain.training.spec import TrainingLimits, TrainingProgress, TrainingSpec
 from retrain.triggers import Triggers, TriggerSettings
 
 log = logging.getLogger(__name__)

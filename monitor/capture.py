@@ -101,15 +101,21 @@ def to_row(exchange: CapturedExchange, redact: Redact) -> dict[str, Any]:
         "ttft_s": exchange.ttft_s,
         "upstream_id": assembled.upstream_id,
         "error": exchange.error,
-        "session_key": session_key(request, exchange.model_alias),
+        "session_key": session_key(request, exchange.model_alias, redact),
     }
 
 
-# A session key is a digest, never the text it comes from: it is stored unredacted.
+# A session key is a digest, never the text it comes from. It is taken over the redacted text,
+# so it tells nothing that the stored (redacted) rows do not: a digest of a short secret could be
+# reversed by guessing.
 SESSION_KEY_BYTES = 12
 
 
-def session_key(request: Any, alias: str | None) -> str | None:
+def _keep(text: str) -> str:
+    return text
+
+
+def session_key(request: Any, alias: str | None, redact: Redact = _keep) -> str | None:
     """The conversation a request belongs to, so drift can permute whole conversations.
 
     The OpenAI ``user`` field wins when the client sets it (``u:`` + digest). Otherwise a chat's
@@ -122,7 +128,7 @@ def session_key(request: Any, alias: str | None) -> str | None:
         return None
     user = request.get("user")
     if isinstance(user, str) and user:
-        return "u:" + _digest([alias, user])
+        return "u:" + _digest([alias, redact(user)])
     messages = request.get("messages")
     if not isinstance(messages, list):
         return None
@@ -130,7 +136,8 @@ def session_key(request: Any, alias: str | None) -> str | None:
     for message in messages:
         if not isinstance(message, dict):
             continue
-        opening.append([message.get("role"), _content_text(message.get("content"))])
+        text = _content_text(message.get("content"))
+        opening.append([message.get("role"), None if text is None else redact(text)])
         if message.get("role") == "user":
             return "c:" + _digest([alias, opening])
     return None

@@ -20,9 +20,7 @@ def record_dataset(store: Store, alias: str, dataset: Dataset, created_at: datet
 
 def dataset_ids(store: Store, alias: str) -> list[str]:
     """The alias's datasets, oldest first (the replay buffer draws from them)."""
-    rows = store.query(
-        "SELECT id FROM datasets WHERE model_alias = ? ORDER BY created_at", [alias]
-    )
+    rows = store.query("SELECT id FROM datasets WHERE model_alias = ? ORDER BY created_at", [alias])
     return [row[0] for row in rows]
 
 

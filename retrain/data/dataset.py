@@ -1,12 +1,12 @@
 """Build an immutable, versioned training dataset from plain chat records (no database access).
 
-The pipeline, in order: validate the records, scrub PII (``retrain.data.pii``), drop empty examples,
-drop anything overlapping a golden-set prompt (exact, near-duplicate or contained), drop exact
-and near duplicates (``retrain.data.dedupe``), split train/validation, then add a replay buffer
-sampled from earlier datasets' train splits so that replay makes up at least ``replay_share``
-of the training split. The result is written as ``<root>/<dataset_id>/`` (see
-``retrain.data.files``) where the id is a hash of the content and the recipe, so the same
-inputs always give the same id and an existing dataset is reused as is.
+The pipeline, in order: validate the records (``retrain.data.examples``), scrub PII
+(``retrain.data.pii``), drop empty examples, drop anything overlapping a golden-set prompt (exact,
+near-duplicate or contained), drop exact and near duplicates (``retrain.data.dedupe``), split
+train/validation, then add a replay buffer sampled from earlier datasets' train splits so that
+replay makes up at least ``replay_share`` of the training split. The result is written as
+``<root>/<dataset_id>/`` (see ``retrain.data.files``) where the id is a hash of the content and
+the recipe, so the same inputs always give the same id and an existing dataset is reused as is.
 
 >>> import tempfile
 >>> root = Path(tempfile.mkdtemp())
@@ -35,7 +35,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from typing import Any
 import phonenumbers
 
 from retrain.data.dedupe import NearDuplicateIndex, normalise, text_key
+from retrain.data.examples import SOURCES, Example, parse_example, scrub_example
 from retrain.data.files import (
     TRAIN_FILE,
     VALIDATION_FILE,
@@ -60,10 +61,6 @@ from retrain.data.pii import DEFAULT_PHONE_REGIONS, KINDS, scrub_text
 __all__ = ["Dataset", "DatasetError", "DatasetSettings", "build_dataset", "load_dataset"]
 
 FORMAT = "driftloop-chat-jsonl/1"
-# Order of preference when duplicates collide: an operator's correction beats a teacher's
-# label, which beats a judged capture.
-SOURCES = ("feedback", "teacher", "judged", "seed")  # seed: the production model's own data
-ROLES = ("system", "user", "assistant")
 REMOVAL_REASONS = ("empty", "golden_overlap", "exact_duplicate", "near_duplicate")
 # A golden prompt this long (normalised) that appears inside a training prompt is a leak even
 # when the Jaccard similarity is low (a template wrapped around it); shorter ones match too much.
@@ -101,67 +98,6 @@ class DatasetSettings:
             raise ValueError(f"DatasetSettings.phone_regions: unknown region codes {unknown}")
 
 
-@dataclass(frozen=True)
-class _Example:
-    messages: tuple[tuple[str, str], ...]
-    source: str
-    ref: str | int | None
-    replay_from: str | None = None
-    key: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "key", text_key(self.text))
-
-    @property
-    def text(self) -> str:
-        return "\n".join(f"{role}: {content}" for role, content in self.messages)
-
-    @property
-    def prompts(self) -> list[str]:
-        return [content for role, content in self.messages if role == "user"]
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "messages": [{"role": role, "content": content} for role, content in self.messages],
-            "source": self.source,
-            "ref": self.ref,
-            "replay_from": self.replay_from,
-        }
-
-
-def _parse_example(index: int, raw: object) -> _Example:
-    """Turn one input record into an _Example, or raise naming the record and the problem."""
-    where = f"example {index}"
-    if not isinstance(raw, Mapping):
-        raise DatasetError(f"{where}: expected a dict, got {type(raw).__name__}")
-    ref = raw.get("ref")
-    if ref is not None:
-        where += f" (ref {ref!r})"
-    if ref is not None and (isinstance(ref, bool) or not isinstance(ref, str | int)):
-        raise DatasetError(f"{where}: ref must be a string or an integer")
-    source = raw.get("source")
-    if source not in SOURCES:
-        raise DatasetError(f"{where}: source must be one of {list(SOURCES)}, got {source!r}")
-    messages = raw.get("messages")
-    if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
-        raise DatasetError(f"{where}: messages must be a non-empty list")
-    parsed = []
-    for position, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            raise DatasetError(f"{where}: message {position} is not a dict")
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            raise DatasetError(f"{where}: message {position} has role {role!r}, not one of {ROLES}")
-        if not isinstance(content, str):
-            raise DatasetError(f"{where}: message {position} content must be a string")
-        parsed.append((role, content))
-    if parsed[-1][0] != "assistant":
-        raise DatasetError(f"{where}: the last message must be the assistant's answer")
-    if not any(role == "user" for role, _ in parsed):
-        raise DatasetError(f"{where}: there is no user message")
-    return _Example(tuple(parsed), source, ref)
-
-
 class _GoldenFilter:
     """Answers whether a prompt overlaps a golden-set prompt (exact, near, or contained)."""
 
@@ -183,7 +119,7 @@ class _GoldenFilter:
         """A hash of the golden prompts, so that a changed golden set changes the dataset id."""
         return hashlib.sha256("\n".join(sorted(self.keys)).encode()).hexdigest()
 
-    def overlaps(self, example: _Example) -> bool:
+    def overlaps(self, example: Example) -> bool:
         for prompt in example.prompts:
             if text_key(prompt) in self.keys or self.index.find(prompt) is not None:
                 return True
@@ -193,64 +129,60 @@ class _GoldenFilter:
         return False
 
 
-def _filter(
-    examples: Iterable[_Example],
-    golden: _GoldenFilter,
-    *,
-    seen: NearDuplicateIndex,
-    seen_keys: set[str],
-    removed: Counter[str],
-) -> list[_Example]:
-    """Keep the examples that are non-empty, not golden, and not (near) duplicates of kept ones.
+class _Sieve:
+    """The filters every example passes; replay candidates meet everything kept before them."""
 
-    Each check is a pass of its own, in REMOVAL_REASONS order, so that an exact copy is always
-    counted as an exact duplicate whatever the near-duplicate pass decides about its twin.
-    """
-    candidates = []
-    for example in examples:
-        if any(not content.strip() for role, content in example.messages if role != "system"):
-            removed["empty"] += 1
-        elif golden.overlaps(example):
-            removed["golden_overlap"] += 1
-        else:
-            candidates.append(example)
-    unique = []
-    for example in candidates:
-        if example.key in seen_keys:
-            removed["exact_duplicate"] += 1
-        else:
-            seen_keys.add(example.key)
-            unique.append(example)
-    kept = []
-    for example in unique:
-        if seen.find(example.text) is not None:
-            removed["near_duplicate"] += 1
-        else:
-            seen.add(example.key, example.text)
-            kept.append(example)
-    return kept
+    def __init__(self, golden_prompts: Iterable[str], settings: DatasetSettings) -> None:
+        self.golden = _GoldenFilter(golden_prompts, settings)
+        self.seen = NearDuplicateIndex(
+            settings.near_duplicate_threshold,
+            num_perm=settings.num_perm,
+            shingle_size=settings.shingle_size,
+        )
+        self.seen_keys: set[str] = set()
 
+    def keep(self, examples: Iterable[Example], removed: Counter[str]) -> list[Example]:
+        """Keep the examples that are non-empty, not golden, and not (near) duplicates of kept ones.
 
-def _scrub(example: _Example, regions: Sequence[str], pii: Counter[str]) -> _Example:
-    messages = []
-    for role, content in example.messages:
-        result = scrub_text(content, phone_regions=regions)
-        pii.update(result.counts)
-        messages.append((role, result.text))
-    return _Example(tuple(messages), example.source, example.ref, example.replay_from)
+        Each check is a pass of its own, in REMOVAL_REASONS order, so that an exact copy is always
+        counted as an exact duplicate whatever the near-duplicate pass decides about its twin.
+        """
+        candidates = []
+        for example in examples:
+            if any(not content.strip() for role, content in example.messages if role != "system"):
+                removed["empty"] += 1
+            elif self.golden.overlaps(example):
+                removed["golden_overlap"] += 1
+            else:
+                candidates.append(example)
+        unique = []
+        for example in candidates:
+            if example.key in self.seen_keys:
+                removed["exact_duplicate"] += 1
+            else:
+                self.seen_keys.add(example.key)
+                unique.append(example)
+        kept = []
+        for example in unique:
+            if self.seen.find(example.text) is not None:
+                removed["near_duplicate"] += 1
+            else:
+                self.seen.add(example.key, example.text)
+                kept.append(example)
+        return kept
 
 
-def _load_replay_pool(root: Path, parents: Sequence[str]) -> list[_Example]:
+def _load_replay_pool(root: Path, parents: Sequence[str]) -> list[Example]:
     """Read the train splits of the parent datasets (replayed examples keep their source)."""
     pool = []
     for parent in parents:
         dataset = load_dataset(root, parent)
         for number, record in enumerate(iter_jsonl(dataset.train_path)):
             try:
-                example = _parse_example(number, record)
+                example = parse_example(number, record)
             except DatasetError as exc:
                 raise DatasetError(f"dataset {parent}, {TRAIN_FILE}: {exc}") from None
-            pool.append(_Example(example.messages, example.source, example.ref, parent))
+            pool.append(Example(example.messages, example.source, example.ref, parent))
     return pool
 
 
@@ -261,9 +193,103 @@ def _replay_count(new_train: int, share: float) -> int:
     return math.ceil(share * new_train / (1.0 - share) - 1e-9)
 
 
-def _counts(examples: Iterable[_Example]) -> dict[str, int]:
+def _counts(examples: Iterable[Example]) -> dict[str, int]:
     counter = Counter(e.source for e in examples)
     return {source: counter.get(source, 0) for source in SOURCES}
+
+
+def _scrub_sorted(
+    parsed: Sequence[Example], regions: Sequence[str], pii: Counter[str]
+) -> list[Example]:
+    """Scrub PII from every example and sort them, so input order never changes the result."""
+    scrubbed = [scrub_example(e, regions, pii) for e in parsed]
+    # Sorting also lets the preferred source win among duplicates.
+    scrubbed.sort(key=lambda e: (SOURCES.index(e.source), e.key, json.dumps(e.ref)))
+    return scrubbed
+
+
+def _require_two(kept: Sequence[Example], total: int, removed: Counter[str]) -> None:
+    """Raise DatasetError when too few examples survive, naming the count removed per reason."""
+    if len(kept) < 2:
+        reasons = ", ".join(f"{r}: {removed.get(r, 0)}" for r in REMOVAL_REASONS)
+        raise DatasetError(
+            f"{len(kept)} of {total} examples left after filtering ({reasons}); "
+            "a dataset needs at least 2 (one for training, one for validation)"
+        )
+
+
+def _split(
+    kept: Sequence[Example], rng: random.Random, validation_share: float
+) -> tuple[list[Example], list[Example]]:
+    """Shuffle the kept examples (seeded) and hold out at least one for validation."""
+    shuffled = sorted(kept, key=lambda e: e.key)
+    rng.shuffle(shuffled)
+    n_validation = max(1, round(len(shuffled) * validation_share))
+    return shuffled[:n_validation], shuffled[n_validation:]
+
+
+@dataclass(frozen=True)
+class _Replay:
+    """The replayed examples and how they were drawn from the parents' pool."""
+
+    examples: list[Example]
+    wanted: int
+    pool: int
+    pool_removed: Counter[str]
+
+
+def _draw_replay(
+    root: Path,
+    parents: Sequence[str],
+    new_train: int,
+    share: float,
+    rng: random.Random,
+    sieve: _Sieve,
+) -> _Replay:
+    """Sample the replay buffer from the parents' train splits that pass the sieve."""
+    # Replay candidates go through the same filters against everything kept so far, so that a
+    # replayed example never duplicates a new one nor leaks a (possibly newer) golden prompt.
+    pool_removed: Counter[str] = Counter()
+    raw_pool = sorted(_load_replay_pool(root, parents), key=lambda e: (e.key, e.replay_from or ""))
+    pool = sieve.keep(raw_pool, pool_removed)
+    wanted = _replay_count(new_train, share)
+    replay = rng.sample(pool, min(wanted, len(pool)))
+    return _Replay(replay, wanted, len(pool), pool_removed)
+
+
+def _replay_summary(requested_share: float, replay: _Replay, train: int) -> dict[str, Any]:
+    """Return the manifest's replay section: the share reached and where replay came from."""
+    return {
+        "requested_share": requested_share,
+        "share": round(len(replay.examples) / train, 4),
+        "examples": len(replay.examples),
+        "wanted": replay.wanted,
+        "pool": replay.pool,
+        "pool_removed": {r: replay.pool_removed.get(r, 0) for r in REMOVAL_REASONS},
+        "per_parent": dict(sorted(Counter(e.replay_from for e in replay.examples).items())),
+    }
+
+
+def _file_entries(files: Mapping[str, bytes], counts: Sequence[int]) -> dict[str, Any]:
+    """Return the manifest's files section: each file's hash, size and example count."""
+    return {
+        name: {"sha256": sha256_bytes(data), "bytes": len(data), "examples": count}
+        for (name, data), count in zip(files.items(), counts, strict=True)
+    }
+
+
+def _write(
+    root: Path,
+    files: Mapping[str, bytes],
+    body: Mapping[str, Any],
+    now: Callable[[], datetime] | None,
+) -> Dataset:
+    """Name the dataset by a hash of its files and recipe (not its creation time) and write it."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    dataset_id = hashlib.sha256(canonical).hexdigest()[:16]
+    created = (now or (lambda: datetime.now(UTC)))()
+    manifest = {"id": dataset_id, "created_at": created.isoformat(), **body}
+    return write_dataset(root, dataset_id, files, manifest)
 
 
 def build_dataset(
@@ -284,44 +310,18 @@ def build_dataset(
     settings = settings or DatasetSettings()
     root = Path(root)
     parents = sorted({validate_dataset_id(p) for p in replay_from})
-    regions = settings.phone_regions
     pii: Counter[str] = Counter()
-
-    parsed = [_parse_example(i, raw) for i, raw in enumerate(examples)]
-    scrubbed = [_scrub(e, regions, pii) for e in parsed]
-    # Sorting makes the result independent of input order and lets the preferred source win
-    # among duplicates.
-    scrubbed.sort(key=lambda e: (SOURCES.index(e.source), e.key, json.dumps(e.ref)))
-    golden = _GoldenFilter(golden_prompts, settings)
+    parsed = [parse_example(i, raw) for i, raw in enumerate(examples)]
+    scrubbed = _scrub_sorted(parsed, settings.phone_regions, pii)
+    sieve = _Sieve(golden_prompts, settings)
     removed: Counter[str] = Counter()
-    seen = NearDuplicateIndex(
-        settings.near_duplicate_threshold,
-        num_perm=settings.num_perm,
-        shingle_size=settings.shingle_size,
-    )
-    seen_keys: set[str] = set()
-    kept = _filter(scrubbed, golden, seen=seen, seen_keys=seen_keys, removed=removed)
-    if len(kept) < 2:
-        reasons = ", ".join(f"{r}: {removed.get(r, 0)}" for r in REMOVAL_REASONS)
-        raise DatasetError(
-            f"{len(kept)} of {len(parsed)} examples left after filtering ({reasons}); "
-            "a dataset needs at least 2 (one for training, one for validation)"
-        )
+    kept = sieve.keep(scrubbed, removed)
+    _require_two(kept, len(parsed), removed)
 
     rng = random.Random(settings.seed)
-    shuffled = sorted(kept, key=lambda e: e.key)
-    rng.shuffle(shuffled)
-    n_validation = max(1, round(len(shuffled) * settings.validation_share))
-    validation, new_train = shuffled[:n_validation], shuffled[n_validation:]
-
-    # Replay candidates go through the same filters against everything kept so far, so that a
-    # replayed example never duplicates a new one nor leaks a (possibly newer) golden prompt.
-    pool_removed: Counter[str] = Counter()
-    raw_pool = sorted(_load_replay_pool(root, parents), key=lambda e: (e.key, e.replay_from or ""))
-    pool = _filter(raw_pool, golden, seen=seen, seen_keys=seen_keys, removed=pool_removed)
-    wanted = _replay_count(len(new_train), settings.replay_share)
-    replay = rng.sample(pool, min(wanted, len(pool)))
-    train = new_train + replay
+    validation, new_train = _split(kept, rng, settings.validation_share)
+    replay = _draw_replay(root, parents, len(new_train), settings.replay_share, rng, sieve)
+    train = new_train + replay.examples
     rng.shuffle(train)
 
     files = {
@@ -333,34 +333,16 @@ def build_dataset(
         "seed": settings.seed,
         "settings": asdict(settings),
         "parents": parents,
-        "golden_prompts": {"count": len(golden.keys), "sha256": golden.fingerprint()},
+        "golden_prompts": {"count": len(sieve.golden.keys), "sha256": sieve.golden.fingerprint()},
         "counts": {
             "input": _counts(parsed),
             "kept": _counts(kept),
-            "train": {**_counts(new_train), "replay": len(replay)},
+            "train": {**_counts(new_train), "replay": len(replay.examples)},
             "validation": _counts(validation),
         },
         "removed": {reason: removed.get(reason, 0) for reason in REMOVAL_REASONS},
         "pii_replaced": {kind: pii.get(kind, 0) for kind in KINDS},
-        "replay": {
-            "requested_share": settings.replay_share,
-            "share": round(len(replay) / len(train), 4),
-            "examples": len(replay),
-            "wanted": wanted,
-            "pool": len(pool),
-            "pool_removed": {r: pool_removed.get(r, 0) for r in REMOVAL_REASONS},
-            "per_parent": dict(sorted(Counter(e.replay_from for e in replay).items())),
-        },
-        "files": {
-            name: {"sha256": sha256_bytes(data), "bytes": len(data), "examples": count}
-            for (name, data), count in zip(
-                files.items(), (len(train), len(validation)), strict=True
-            )
-        },
+        "replay": _replay_summary(settings.replay_share, replay, len(train)),
+        "files": _file_entries(files, (len(train), len(validation))),
     }
-    # The id covers the files and the recipe but not the creation time.
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    dataset_id = hashlib.sha256(canonical).hexdigest()[:16]
-    created = (now or (lambda: datetime.now(UTC)))()
-    manifest = {"id": dataset_id, "created_at": created.isoformat(), **body}
-    return write_dataset(root, dataset_id, files, manifest)
+    return _write(root, files, body, now)

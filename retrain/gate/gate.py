@@ -17,6 +17,7 @@ Against a vLLM serving the base model and the candidate adapter (so not a doctes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -121,17 +122,22 @@ class GateReport:
         }
 
 
-def decide(
-    candidate: ModelScores, production: ModelScores, base: ModelScores, policy: GatePolicy
-) -> GateReport:
-    """Ship only if not worse than production and base everywhere, and better where drifted."""
-    for other in (production, base):
+_Baseline = tuple[str, ModelScores]  # (label in messages, scores)
+
+
+def _require_same_golden_set(candidate: ModelScores, others: Sequence[ModelScores]) -> None:
+    """Raise GateError unless every model was scored on the candidate's golden set."""
+    for other in others:
         if other.golden_sha256 != candidate.golden_sha256:
             raise GateError(
                 f"{other.model!r} was scored on {other.golden} ({other.golden_sha256[:12]}) but "
                 f"the candidate on {candidate.golden} ({candidate.golden_sha256[:12]}): the gate "
                 "compares scores on the same golden set only"
             )
+
+
+def _require_known_names(candidate: ModelScores, policy: GatePolicy) -> None:
+    """Raise GateError when the policy names a metric or drifted category the scores lack."""
     known = set(candidate.overall)
     unknown = sorted({*policy.primary_metrics, *policy.improve_on} - known)
     if unknown:
@@ -142,18 +148,22 @@ def decide(
             f"drifted categories {missing} are not in {candidate.golden} "
             f"(categories: {sorted(candidate.categories)})"
         )
+
+
+def _baselines(production: ModelScores, base: ModelScores) -> tuple[bool, list[_Baseline]]:
+    """Return whether production is the base, and the models the candidate must not fall below."""
     production_is_base = production is base or production.model == base.model
-    baselines = (
-        [("production (= base)", production)]
-        if production_is_base
-        else [
-            ("production", production),
-            ("base", base),
-        ]
-    )
-    scopes = [OVERALL, *sorted(candidate.categories)]
+    if production_is_base:
+        return True, [("production (= base)", production)]
+    return False, [("production", production), ("base", base)]
+
+
+def _not_worse_checks(
+    candidate: ModelScores, baselines: Sequence[_Baseline], policy: GatePolicy
+) -> list[Check]:
+    """Compare the candidate with each baseline on every primary metric, overall and per category."""
     checks: list[Check] = []
-    for scope in scopes:
+    for scope in [OVERALL, *sorted(candidate.categories)]:
         for metric in policy.primary_metrics:
             cand = candidate.value(scope, metric)
             for label, other in baselines:
@@ -162,7 +172,14 @@ def decide(
                     continue  # the metric is not defined here (no must_match in the category)
                 bar = ref - policy.margin
                 checks.append(Check("not_worse", scope, metric, cand, label, ref, bar, cand >= bar))
-    improvement_reasons: list[Check] = []
+    return checks
+
+
+def _improvement_checks(
+    candidate: ModelScores, production: ModelScores, label: str, policy: GatePolicy
+) -> list[Check]:
+    """Return, per drifted category (or overall), the best improvement over production found."""
+    best_checks: list[Check] = []
     for scope in policy.drifted_categories or (OVERALL,):
         options = []
         for metric in policy.improve_on:
@@ -172,31 +189,46 @@ def decide(
             bar = ref + policy.min_improvement
             # A tiny epsilon so that 0.1 + 0.2-style float sums do not fail an exact bar.
             options.append(
-                Check(
-                    "improves", scope, metric, cand, baselines[0][0], ref, bar, cand >= bar - 1e-9
-                )
+                Check("improves", scope, metric, cand, label, ref, bar, cand >= bar - 1e-9)
             )
         if not options:
             raise GateError(
                 f"no improvement metric of {list(policy.improve_on)} is defined on {scope}"
             )
-        best = max(options, key=lambda c: (c.passed, c.delta))
-        checks.append(best)
-        improvement_reasons.append(best)
+        best_checks.append(max(options, key=lambda c: (c.passed, c.delta)))
+    return best_checks
+
+
+def _verdict(
+    checks: Sequence[Check],
+    improvements: list[Check],
+    baselines: Sequence[_Baseline],
+    policy: GatePolicy,
+) -> tuple[bool, list[Check], str]:
+    """Return passed, the reasons (improvements, or the failed checks) and a one-line summary."""
     failed = [c for c in checks if not c.passed]
-    passed = not failed
-    if passed:
-        reasons = improvement_reasons
+    if not failed:
         summary = (
-            f"passed: improved {', '.join(f'{c.scope} {c.metric}' for c in reasons)}; not worse "
-            f"than {' or '.join(label for label, _ in baselines)} in "
+            f"passed: improved {', '.join(f'{c.scope} {c.metric}' for c in improvements)}; not "
+            f"worse than {' or '.join(label for label, _ in baselines)} in "
             f"{sum(c.kind == 'not_worse' for c in checks)} checks (margin {policy.margin})"
         )
-    else:
-        reasons = failed
-        summary = f"rejected: {len(failed)} failed check(s): " + "; ".join(
-            c.message for c in failed
-        )
+        return True, improvements, summary
+    summary = f"rejected: {len(failed)} failed check(s): " + "; ".join(c.message for c in failed)
+    return False, failed, summary
+
+
+def decide(
+    candidate: ModelScores, production: ModelScores, base: ModelScores, policy: GatePolicy
+) -> GateReport:
+    """Ship only if not worse than production and base everywhere, and better where drifted."""
+    _require_same_golden_set(candidate, (production, base))
+    _require_known_names(candidate, policy)
+    production_is_base, baselines = _baselines(production, base)
+    checks = _not_worse_checks(candidate, baselines, policy)
+    improvements = _improvement_checks(candidate, production, baselines[0][0], policy)
+    checks.extend(improvements)
+    passed, reasons, summary = _verdict(checks, improvements, baselines, policy)
     return GateReport(
         passed=passed,
         reasons=reasons,

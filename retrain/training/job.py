@@ -20,7 +20,6 @@ import collections
 import contextlib
 import json
 import logging
-import math
 import os
 import queue
 import signal
@@ -29,154 +28,40 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from monitor.fs import remove_stale_temp_dirs
 from retrain.training.adapters import RESULT_FILE, AdapterError, AdapterInfo, validate_adapter
+from retrain.training.spec import (
+    EVENT_PREFIX,
+    TrainingCancelledError,
+    TrainingError,
+    TrainingLimits,
+    TrainingProgress,
+    TrainingResult,
+    TrainingSpec,
+    TrainingTimeoutError,
+)
+
+# The spec types live in retrain.training.spec; importing them from here keeps working.
+__all__ = [
+    "EVENT_PREFIX",
+    "TrainingCancelledError",
+    "TrainingError",
+    "TrainingLimits",
+    "TrainingProgress",
+    "TrainingResult",
+    "TrainingSpec",
+    "TrainingTimeoutError",
+    "child_environment",
+    "run_training",
+]
 
 log = logging.getLogger(__name__)
 
-# Lines the child prints for the parent start with this; everything else is library output.
-EVENT_PREFIX = "@@driftloop-train "
 _REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-class TrainingError(RuntimeError):
-    """Training failed; the message names the exit status and the child's last output lines."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        exit_code: int | None = None,
-        last_lines: Sequence[str] = (),
-        pid: int | None = None,
-    ):
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.last_lines = list(last_lines)
-        self.pid = pid  # the training subprocess, when one was started
-
-
-class TrainingTimeoutError(TrainingError):
-    """Training ran past its time limit and was killed."""
-
-
-class TrainingCancelledError(TrainingError):
-    """The caller cancelled training and the subprocess was killed."""
-
-
-@dataclass(frozen=True)
-class TrainingLimits:
-    """Operator-set caps that no spec may exceed (against runaway or forgetful updates)."""
-
-    max_learning_rate: float = 1e-3
-    max_steps: int = 2000
-    max_rank: int = 64
-    max_time_limit_s: float = 3600.0
-
-
-@dataclass(frozen=True)
-class TrainingSpec:
-    """Everything the training subprocess needs; written to JSON for it."""
-
-    base_model: Path  # a Hugging Face model folder (see retrain.training.base_models)
-    dataset: Path  # a dataset folder written by retrain.data.dataset (<root>/<dataset id>)
-    output_root: Path  # adapters are published as <output_root>/<digest>/
-    rank: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    learning_rate: float = 2e-4
-    max_steps: int = 30
-    batch_size: int = 4
-    max_length: int = 256  # tokens per example; longer ones are truncated
-    seed: int = 0
-    time_limit_s: float = 600.0  # wall clock for the whole subprocess, model loading included
-    threads: int = 1  # torch intra-op threads: training must leave cores to serving
-    niceness: int = 10  # added to the child's nice value, so serving wins the CPU
-
-    def __post_init__(self) -> None:
-        for name in ("base_model", "dataset", "output_root"):
-            # absolute: the child runs in a scratch folder, and the paths outlive this process
-            object.__setattr__(self, name, Path(getattr(self, name)).absolute())
-        object.__setattr__(self, "target_modules", tuple(self.target_modules))
-        positive = ("rank", "alpha", "max_steps", "batch_size", "max_length", "threads")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TrainingSpec.{name}: must be a positive integer, got {value!r}")
-        checks = {
-            "learning_rate": self.learning_rate > 0.0 and math.isfinite(self.learning_rate),
-            "dropout": 0.0 <= self.dropout < 1.0,
-            "time_limit_s": self.time_limit_s > 0.0 and math.isfinite(self.time_limit_s),
-            "niceness": isinstance(self.niceness, int) and 0 <= self.niceness <= 19,
-            "seed": isinstance(self.seed, int) and not isinstance(self.seed, bool),
-            "target_modules": bool(self.target_modules)
-            and all(isinstance(m, str) and m.isidentifier() for m in self.target_modules),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"TrainingSpec.{name}: invalid value {getattr(self, name)!r}")
-
-    def check_limits(self, limits: TrainingLimits) -> None:
-        """Raise TrainingError naming the first field above its configured cap."""
-        caps = (
-            ("learning_rate", self.learning_rate, limits.max_learning_rate),
-            ("max_steps", self.max_steps, limits.max_steps),
-            ("rank", self.rank, limits.max_rank),
-            ("time_limit_s", self.time_limit_s, limits.max_time_limit_s),
-        )
-        for name, value, cap in caps:
-            if value > cap:
-                raise TrainingError(f"TrainingSpec.{name}={value} exceeds the configured cap {cap}")
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data.update({k: str(getattr(self, k)) for k in ("base_model", "dataset", "output_root")})
-        data["target_modules"] = list(self.target_modules)
-        return json.dumps(data, indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainingSpec:
-        data = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"TrainingSpec: unknown fields {unknown}")
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class TrainingProgress:
-    """One progress report from the child (a training step, or a phase change)."""
-
-    pid: int
-    phase: str  # loading, training, evaluating, saving
-    step: int = 0
-    max_steps: int = 0
-    loss: float | None = None
-    learning_rate: float | None = None
-    steps_per_second: float | None = None
-    elapsed_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class TrainingResult:
-    """A finished training run: the validated adapter and its metrics."""
-
-    adapter_path: Path
-    adapter: AdapterInfo
-    steps: int
-    train_loss: float | None
-    final_loss: float | None
-    eval_loss: float | None
-    train_seconds: float
-    wall_seconds: float
-    metrics: Mapping[str, Any] = field(default_factory=dict)  # everything in result.json
 
 
 def child_environment(threads: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -231,12 +116,45 @@ def run_training(
 ) -> TrainingResult:
     """Train ``spec`` in a subprocess and return the validated adapter, or raise TrainingError."""
     spec.check_limits(limits or TrainingLimits())
-    spec.output_root.mkdir(parents=True, exist_ok=True)
-    for leftover in remove_stale_temp_dirs(spec.output_root):
-        log.info("removed leftover training folder %s", leftover)
+    _prepare_output_root(spec.output_root)
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
     started = time.monotonic()
     deadline = started + spec.time_limit_s
+    process, events = _run_child(spec, python, deadline, cancel, on_progress, tail)
+    wall = time.monotonic() - started
+    result = _reported_result(process, events, tail)
+    adapter_path = Path(result["adapter"])
+    info, metrics = _read_adapter(adapter_path, spec, process.pid)
+    log.info("training finished in %.1f s: %s", wall, adapter_path)
+    return TrainingResult(
+        adapter_path=adapter_path,
+        adapter=info,
+        steps=int(metrics.get("steps", 0)),
+        train_loss=metrics.get("train_loss"),
+        final_loss=metrics.get("final_loss"),
+        eval_loss=metrics.get("eval_loss"),
+        train_seconds=float(metrics.get("train_seconds", 0.0)),
+        wall_seconds=round(wall, 3),
+        metrics=metrics,
+    )
+
+
+def _prepare_output_root(output_root: Path) -> None:
+    """Create the adapters folder and remove temp folders a killed run left there."""
+    output_root.mkdir(parents=True, exist_ok=True)
+    for leftover in remove_stale_temp_dirs(output_root):
+        log.info("removed leftover training folder %s", leftover)
+
+
+def _run_child(
+    spec: TrainingSpec,
+    python: str,
+    deadline: float,
+    cancel: threading.Event | None,
+    on_progress: Callable[[TrainingProgress], None] | None,
+    tail: collections.deque[str],
+) -> tuple[subprocess.Popen[str], list[dict[str, Any]]]:
+    """Start the child in its own session on a spec file, relay it, and never leave it running."""
     with tempfile.TemporaryDirectory(prefix="driftloop-train-") as scratch:
         spec_path = Path(scratch) / "spec.json"
         spec_path.write_text(spec.to_json())
@@ -258,8 +176,14 @@ def run_training(
                 _kill_group(process)
             # A killed child leaves its temp folder; remove it now rather than on the next run.
             remove_stale_temp_dirs(spec.output_root)
+    return process, events
+
+
+def _reported_result(
+    process: subprocess.Popen[str], events: list[dict[str, Any]], tail: collections.deque[str]
+) -> dict[str, Any]:
+    """Return the child's result event, or raise TrainingError naming its exit and last lines."""
     code = process.returncode
-    wall = time.monotonic() - started
     error = next((e.get("message") for e in events if e.get("event") == "error"), None)
     result = next((e for e in events if e.get("event") == "result"), None)
     if code != 0 or result is None:
@@ -271,26 +195,21 @@ def run_training(
             last_lines=tail,
             pid=process.pid,
         )
-    adapter_path = Path(result["adapter"])
+    return result
+
+
+def _read_adapter(
+    adapter_path: Path, spec: TrainingSpec, pid: int
+) -> tuple[AdapterInfo, dict[str, Any]]:
+    """Validate the published adapter and read its result.json; raise TrainingError if unusable."""
     try:
         info = validate_adapter(adapter_path, max_rank=spec.rank, base_model=spec.base_model)
         metrics = json.loads((adapter_path / RESULT_FILE).read_text())
     except (AdapterError, OSError, ValueError) as exc:
         raise TrainingError(
-            f"training produced an unusable adapter: {exc}", exit_code=0, pid=process.pid
+            f"training produced an unusable adapter: {exc}", exit_code=0, pid=pid
         ) from exc
-    log.info("training finished in %.1f s: %s", wall, adapter_path)
-    return TrainingResult(
-        adapter_path=adapter_path,
-        adapter=info,
-        steps=int(metrics.get("steps", 0)),
-        train_loss=metrics.get("train_loss"),
-        final_loss=metrics.get("final_loss"),
-        eval_loss=metrics.get("eval_loss"),
-        train_seconds=float(metrics.get("train_seconds", 0.0)),
-        wall_seconds=round(wall, 3),
-        metrics=metrics,
-    )
+    return info, metrics
 
 
 def _pump(

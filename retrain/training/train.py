@@ -23,12 +23,13 @@ import shutil
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from monitor.fs import fsync_dir, new_temp_dir, publish
-from retrain.data.files import load_dataset
+from retrain.data.files import Dataset, load_dataset
 from retrain.training.adapters import (
     CONFIG_FILE,
     CONTENT_FILES,
@@ -38,7 +39,7 @@ from retrain.training.adapters import (
     base_model_fingerprint,
     validate_adapter,
 )
-from retrain.training.job import EVENT_PREFIX, TrainingSpec
+from retrain.training.spec import EVENT_PREFIX, TrainingSpec
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -120,19 +121,56 @@ def _canonicalise_config(path: Path) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def train(spec: TrainingSpec) -> Path:
-    """Train and publish the adapter; return its folder."""
-    started = time.monotonic()
+@dataclass(frozen=True)
+class _Inputs:
+    """The loaded dataset, tokenizer and base model, shaped for SFTTrainer."""
+
+    dataset: Dataset
+    tokenizer: Any
+    model: Any
+    assistant_only: bool
+    train_rows: list[dict[str, Any]]
+    validation_rows: list[dict[str, Any]]
+
+    @property
+    def loss_mode(self) -> str:
+        return "assistant_only" if self.assistant_only else "completion_only"
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """What training and evaluation returned, with their timings."""
+
+    output: Any  # transformers' TrainOutput
+    evaluation: dict[str, Any]
+    final_loss: float | None
+    at_max_length: int
+    train_seconds: float
+    eval_seconds: float
+
+
+def _prepare_process(spec: TrainingSpec) -> None:
+    """Lower the child's priority and bound torch's threads, so serving keeps the CPU."""
     if spec.niceness:
         os.nice(spec.niceness)
     emit("phase", phase="loading")
     import torch
 
     torch.set_num_threads(spec.threads)
-    from datasets import Dataset
-    from peft import LoraConfig
+
+
+def _import_training_stack() -> None:
+    """Import the training libraries up front: a missing one fails first, and load time counts it."""
+    import datasets  # noqa: F401
+    import peft  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed  # noqa: F401
+    from trl import SFTConfig, SFTTrainer  # noqa: F401
+
+
+def _load_inputs(spec: TrainingSpec) -> _Inputs:
+    """Verify and read the dataset, then load the tokenizer and base model (seeded)."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-    from trl import SFTConfig, SFTTrainer
 
     dataset = load_dataset(spec.dataset.parent, spec.dataset.name)
     set_seed(spec.seed)
@@ -141,10 +179,14 @@ def train(spec: TrainingSpec) -> Path:
     train_rows = to_rows(dataset.read("train"), assistant_only)
     validation_rows = to_rows(dataset.read("validation"), assistant_only)
     model = AutoModelForCausalLM.from_pretrained(spec.base_model, dtype=torch.float32)
-    load_seconds = time.monotonic() - started
+    return _Inputs(dataset, tokenizer, model, assistant_only, train_rows, validation_rows)
 
-    work = new_temp_dir(spec.output_root)
-    config = SFTConfig(
+
+def _sft_config(spec: TrainingSpec, work: Path, assistant_only: bool) -> Any:
+    """Return TRL's SFTConfig: CPU only, log every step, no checkpoints or periodic evals."""
+    from trl import SFTConfig
+
+    return SFTConfig(
         output_dir=str(work / "trainer"),
         max_steps=spec.max_steps,
         per_device_train_batch_size=spec.batch_size,
@@ -166,7 +208,13 @@ def train(spec: TrainingSpec) -> Path:
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    lora = LoraConfig(
+
+
+def _lora_config(spec: TrainingSpec) -> Any:
+    """Return PEFT's LoraConfig for the spec's rank, alpha, dropout and target modules."""
+    from peft import LoraConfig
+
+    return LoraConfig(
         r=spec.rank,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
@@ -174,13 +222,22 @@ def train(spec: TrainingSpec) -> Path:
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def _fit(spec: TrainingSpec, inputs: _Inputs, work: Path, started: float) -> tuple[Any, _Fit]:
+    """Build the SFTTrainer, train and evaluate; return the trainer and what it reported."""
+    from datasets import Dataset as HFDataset
+    from trl import SFTTrainer
+
+    config = _sft_config(spec, work, inputs.assistant_only)
+    lora = _lora_config(spec)
     callback = _progress_callback(started)
     trainer = SFTTrainer(
-        model=model,
+        model=inputs.model,
         args=config,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(validation_rows),
-        processing_class=tokenizer,
+        train_dataset=HFDataset.from_list(inputs.train_rows),
+        eval_dataset=HFDataset.from_list(inputs.validation_rows),
+        processing_class=inputs.tokenizer,
         peft_config=lora,
         callbacks=[callback],
     )
@@ -194,24 +251,37 @@ def train(spec: TrainingSpec) -> Path:
     evaluation_started = time.monotonic()
     evaluation = trainer.evaluate()
     eval_seconds = time.monotonic() - evaluation_started
+    fit = _Fit(
+        output=output,
+        evaluation=evaluation,
+        final_loss=callback.last_loss,
+        at_max_length=int(at_max_length),
+        train_seconds=train_seconds,
+        eval_seconds=eval_seconds,
+    )
+    return trainer, fit
 
-    emit("phase", phase="saving")
-    adapter_dir = work / "adapter"
+
+def _save_adapter(trainer: Any, adapter_dir: Path) -> None:
+    """Save the LoRA weights and config, keeping only the files vLLM and PEFT read."""
     trained: Any = trainer.model
     trained.save_pretrained(adapter_dir)
-    # Only the files vLLM and PEFT read are kept; the generated model card is noise.
+    # The generated model card is noise.
     for extra in adapter_dir.iterdir():
         if extra.name not in CONTENT_FILES:
             extra.unlink()
     _canonicalise_config(adapter_dir / CONFIG_FILE)
-    loss_mode = "assistant_only" if assistant_only else "completion_only"
-    lineage = {
+
+
+def _lineage(spec: TrainingSpec, inputs: _Inputs) -> dict[str, Any]:
+    """Return lineage.json: the base model, dataset and hyperparameters the adapter came from."""
+    return {
         "format": 1,
         "base_model": {
             "path": str(spec.base_model),
             "fingerprint": base_model_fingerprint(spec.base_model),
         },
-        "dataset": {"id": dataset.id, "files": dataset.manifest.get("files", {})},
+        "dataset": {"id": inputs.dataset.id, "files": inputs.dataset.manifest.get("files", {})},
         "training": {
             "rank": spec.rank,
             "alpha": spec.alpha,
@@ -222,43 +292,85 @@ def train(spec: TrainingSpec) -> Path:
             "batch_size": spec.batch_size,
             "max_length": spec.max_length,
             "seed": spec.seed,
-            "loss": loss_mode,
+            "loss": inputs.loss_mode,
         },
     }
-    (adapter_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
-    digest = adapter_digest(adapter_dir)
+
+
+def _result(
+    spec: TrainingSpec,
+    inputs: _Inputs,
+    fit: _Fit,
+    adapter_dir: Path,
+    digest: str,
+    load_seconds: float,
+    started: float,
+) -> dict[str, Any]:
+    """Return result.json: the adapter's id, losses, example counts, timings and versions."""
+    import torch
+
     config_data = json.loads((adapter_dir / CONFIG_FILE).read_text())
-    result = {
+    output = fit.output
+    return {
         "adapter_id": digest,
-        "dataset_id": dataset.id,
+        "dataset_id": inputs.dataset.id,
         "base_model": str(spec.base_model),
         "rank": config_data.get("r"),
         "steps": int(output.global_step),
         "train_loss": float(output.training_loss),
-        "final_loss": callback.last_loss,
-        "eval_loss": evaluation.get("eval_loss"),
-        "train_examples": len(train_rows),
-        "validation_examples": len(validation_rows),
-        "train_examples_at_max_length": int(at_max_length),
+        "final_loss": fit.final_loss,
+        "eval_loss": fit.evaluation.get("eval_loss"),
+        "train_examples": len(inputs.train_rows),
+        "validation_examples": len(inputs.validation_rows),
+        "train_examples_at_max_length": fit.at_max_length,
         "load_seconds": round(load_seconds, 3),
-        "train_seconds": round(train_seconds, 3),
-        "eval_seconds": round(eval_seconds, 3),
-        "seconds_per_step": round(train_seconds / max(1, output.global_step), 4),
-        "steps_per_second": round(output.global_step / train_seconds, 4),
+        "train_seconds": round(fit.train_seconds, 3),
+        "eval_seconds": round(fit.eval_seconds, 3),
+        "seconds_per_step": round(fit.train_seconds / max(1, output.global_step), 4),
+        "steps_per_second": round(output.global_step / fit.train_seconds, 4),
         "total_seconds": round(time.monotonic() - started, 3),
         "threads": torch.get_num_threads(),
         "niceness": os.nice(0),
-        "loss": loss_mode,
+        "loss": inputs.loss_mode,
         "versions": _versions(),
     }
-    (adapter_dir / RESULT_FILE).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    # The child checks its own output before publishing: a bad adapter never gets a real name.
-    validate_adapter(adapter_dir, max_rank=spec.rank, base_model=spec.base_model)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as indented JSON with sorted keys, so equal data gives equal bytes."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _seal(adapter_dir: Path) -> None:
+    """Fsync every file and the folder and make the files read-only, before publishing."""
     for path in adapter_dir.iterdir():
         with path.open("rb") as handle:
             os.fsync(handle.fileno())
         path.chmod(0o444)
     fsync_dir(adapter_dir)
+
+
+def train(spec: TrainingSpec) -> Path:
+    """Train and publish the adapter; return its folder."""
+    started = time.monotonic()
+    _prepare_process(spec)
+    _import_training_stack()
+    inputs = _load_inputs(spec)
+    load_seconds = time.monotonic() - started
+
+    work = new_temp_dir(spec.output_root)
+    trainer, fit = _fit(spec, inputs, work, started)
+
+    emit("phase", phase="saving")
+    adapter_dir = work / "adapter"
+    _save_adapter(trainer, adapter_dir)
+    _write_json(adapter_dir / LINEAGE_FILE, _lineage(spec, inputs))
+    digest = adapter_digest(adapter_dir)
+    result = _result(spec, inputs, fit, adapter_dir, digest, load_seconds, started)
+    _write_json(adapter_dir / RESULT_FILE, result)
+    # The child checks its own output before publishing: a bad adapter never gets a real name.
+    validate_adapter(adapter_dir, max_rank=spec.rank, base_model=spec.base_model)
+    _seal(adapter_dir)
     target = spec.output_root / digest
     if not publish(adapter_dir, target):
         emit("phase", phase="reused", adapter=str(target))

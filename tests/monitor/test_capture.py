@@ -110,3 +110,12 @@ def test_session_key_groups_the_turns_of_one_conversation():
     assert session_key({**turn3, "user": "alice"}, "support").startswith("u:")
     assert session_key({"prompt": "x"}, "support") is None
     assert session_key(None, "support") is None
+
+    # Taken over the redacted text: two openings that differ only in a secret share a key.
+    def hide(text: str) -> str:
+        return text.replace("sk-one", "[REDACTED]").replace("sk-two", "[REDACTED]")
+
+    secret_one = {"messages": [{"role": "user", "content": "my key is sk-one"}]}
+    secret_two = {"messages": [{"role": "user", "content": "my key is sk-two"}]}
+    assert session_key(secret_one, "support", hide) == session_key(secret_two, "support", hide)
+    assert session_key(secret_one, "support") != session_key(secret_two, "support")
