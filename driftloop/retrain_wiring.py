@@ -79,7 +79,31 @@ def build_retrain(
         keep_versions=r.keep_versions,
     )
     golden = {alias: golden_set_for(cfg, alias) for alias in retrain_aliases()}
-    settings = LoopSettings(
+    settings = _loop_settings(cfg, work, golden)
+    triggers = _triggers(cfg, store, metrics, settings.lock_dir)
+    client = _gate_client(upstream_url, upstream_api_key)
+    loop = RetrainLoop(
+        store,
+        models,
+        deployer,
+        triggers,
+        metrics,
+        settings,
+        trainer=subprocess_trainer(cfg, base_model_dir, work / "adapters"),
+        gate=GoldenGate(cfg, client, admin, golden, work / "reports"),
+        aliases=retrain_aliases,
+        guard=_post_deploy_guard(cfg, deployer),
+    )
+    if r.seed_dataset is not None:
+        for alias in retrain_aliases():
+            loop.register_seed_dataset(alias, r.seed_dataset)
+    return RetrainParts(loop, admin)
+
+
+def _loop_settings(cfg: Config, work: Path, golden: dict[str, GoldenSet]) -> LoopSettings:
+    """Where the loop keeps datasets and locks, and which golden prompts it keeps out of training."""
+    r = cfg.retrain
+    return LoopSettings(
         datasets_dir=work / "datasets",
         lock_dir=work / "locks",
         golden_prompts=tuple(golden_prompts(list(golden.values()))),
@@ -87,7 +111,12 @@ def build_retrain(
         dataset=DatasetSettings(replay_share=r.replay_share),
         auto_deploy=r.auto_deploy,
     )
-    triggers = Triggers(
+
+
+def _triggers(cfg: Config, store: Store, metrics: LoopMetrics, lock_dir: Path) -> Triggers:
+    """The drift, quality, volume and schedule triggers, with the config's thresholds."""
+    r = cfg.retrain
+    return Triggers(
         store,
         metrics,
         TriggerSettings(
@@ -101,37 +130,31 @@ def build_retrain(
             cooldown_s=r.cooldown_s,
             min_examples=r.min_examples,
         ),
-        lock_dir=settings.lock_dir,
+        lock_dir=lock_dir,
         available_examples=lambda alias: count_examples(store, alias, r.judged_min_score),
     )
-    # A vLLM without a key accepts any; the SDK insists on one. Retries: GATE_RETRY, not the SDK's.
-    client = OpenAI(
+
+
+def _gate_client(upstream_url: str, upstream_api_key: str | None) -> OpenAI:
+    """The gate's OpenAI client for vLLM; it retries with GATE_RETRY, not the SDK's own."""
+    # A vLLM without a key accepts any; the SDK insists on one.
+    return OpenAI(
         base_url=f"{upstream_url}/v1", api_key=upstream_api_key or "driftloop", max_retries=0
     )
-    loop = RetrainLoop(
-        store,
-        models,
+
+
+def _post_deploy_guard(cfg: Config, deployer: Deployer) -> PostDeployGuard:
+    """The guard that rolls a new deployment back when errors or judge scores go bad."""
+    r = cfg.retrain
+    return PostDeployGuard(
         deployer,
-        triggers,
-        metrics,
-        settings,
-        trainer=subprocess_trainer(cfg, base_model_dir, work / "adapters"),
-        gate=GoldenGate(cfg, client, admin, golden, work / "reports"),
-        aliases=retrain_aliases,
-        guard=PostDeployGuard(
-            deployer,
-            GuardSettings(
-                watch_s=r.rollback_watch_s,
-                min_samples=r.rollback_min_samples,
-                max_error_rate=r.rollback_max_error_rate,
-                min_judge_score=r.rollback_min_judge_score,
-            ),
+        GuardSettings(
+            watch_s=r.rollback_watch_s,
+            min_samples=r.rollback_min_samples,
+            max_error_rate=r.rollback_max_error_rate,
+            min_judge_score=r.rollback_min_judge_score,
         ),
     )
-    if r.seed_dataset is not None:
-        for alias in retrain_aliases():
-            loop.register_seed_dataset(alias, r.seed_dataset)
-    return RetrainParts(loop, admin)
 
 
 def golden_set_for(cfg: Config, alias: str) -> GoldenSet:

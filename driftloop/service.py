@@ -67,6 +67,13 @@ class Components:
         if self.store is not None:
             self.store.close()
 
+    def add_jobs(self, jobs: list[Job]) -> None:
+        """Schedule ``jobs`` with the others; the first ones to arrive create the scheduler."""
+        if self.jobs is None:
+            self.jobs = Jobs(jobs)
+        else:
+            self.jobs.add(*jobs)
+
 
 def build_components(
     cfg: Config,
@@ -84,26 +91,53 @@ def build_components(
     metrics = SidecarMetrics(registry)
     known = {cfg.vllm.served_model_name, *cfg.capture.sample_rates, *cfg.aliases.values()}
     aliases = AliasTable(cfg.aliases, known_models=known)
-    store = None
-    writer = None
-    if cfg.capture.enabled:
-        tune_allocator()
-        faults = Faults.from_env()
-        store, opener, problem = _open_store(cfg, faults)
-        writer = CaptureWriter(
-            store,
-            metrics,
-            opener=opener,
-            problem=problem,
-            faults=faults,
-            queue_size=cfg.capture.queue_size,
-            max_buffer_bytes=cfg.capture.max_buffer_bytes,
-            batch_size=cfg.capture.batch_size,
-            max_batch_bytes=cfg.capture.max_batch_bytes,
-            flush_interval_s=cfg.capture.flush_interval_s,
-            redact=redactor(cfg),
+    store, writer = _open_capture(cfg, metrics) if cfg.capture.enabled else (None, None)
+    proxy = _build_proxy(cfg, upstream_url, metrics, aliases, writer, upstream_api_key)
+    parts = Components(Sidecar(proxy, writer), store, aliases, registry)
+    if cfg.drift.enabled and store is not None:
+        parts.embedder, parts.jobs = _drift_jobs(cfg, store, registry, aliases)
+    if cfg.judges.enabled and store is not None:
+        # Independent of drift: judging runs (and fails) on its own; the proxy never waits on it.
+        parts.add_jobs(judge_jobs(cfg, store, registry, aliases, upstream_url, upstream_api_key))
+    if cfg.retrain.enabled and store is not None and cfg.aliases:
+        parts.retrain = _build_retrain_loop(
+            cfg, store, registry, aliases, upstream_url, upstream_api_key
         )
-    proxy = OpenAIProxy(
+        parts.add_jobs([Job("retrain", parts.retrain.loop.tick, cfg.retrain.interval_s)])
+    return parts
+
+
+def _open_capture(cfg: Config, metrics: SidecarMetrics) -> tuple[Store | None, CaptureWriter]:
+    """Open the capture store and its writer; a store that cannot open leaves the writer retrying."""
+    tune_allocator()
+    faults = Faults.from_env()
+    store, opener, problem = _open_store(cfg, faults)
+    writer = CaptureWriter(
+        store,
+        metrics,
+        opener=opener,
+        problem=problem,
+        faults=faults,
+        queue_size=cfg.capture.queue_size,
+        max_buffer_bytes=cfg.capture.max_buffer_bytes,
+        batch_size=cfg.capture.batch_size,
+        max_batch_bytes=cfg.capture.max_batch_bytes,
+        flush_interval_s=cfg.capture.flush_interval_s,
+        redact=redactor(cfg),
+    )
+    return store, writer
+
+
+def _build_proxy(
+    cfg: Config,
+    upstream_url: str,
+    metrics: SidecarMetrics,
+    aliases: AliasTable,
+    writer: CaptureWriter | None,
+    upstream_api_key: str | None,
+) -> OpenAIProxy:
+    """The OpenAI-compatible proxy in front of vLLM, with its sampling, timeouts and limits."""
+    return OpenAIProxy(
         upstream_url,
         metrics=metrics,
         aliases=aliases,
@@ -119,35 +153,27 @@ def build_components(
         trusted_networks=TrustedNetworks(cfg.capture.trusted_networks),
         upstream_api_key=upstream_api_key,
     )
-    parts = Components(Sidecar(proxy, writer), store, aliases, registry)
-    if cfg.drift.enabled and store is not None:
-        parts.embedder, parts.jobs = _drift_jobs(cfg, store, registry, aliases)
-    if cfg.judges.enabled and store is not None:
-        # Independent of drift: judging runs (and fails) on its own; the proxy never waits on it.
-        judging = judge_jobs(cfg, store, registry, aliases, upstream_url, upstream_api_key)
-        if parts.jobs is None:
-            parts.jobs = Jobs(judging)
-        else:
-            parts.jobs.add(*judging)
-    if cfg.retrain.enabled and store is not None and cfg.aliases:
-        parts.retrain = build_retrain(
-            cfg,
-            store,
-            registry,
-            aliases,
-            upstream_url,
-            base_model_dir=cfg.retrain.base_model_dir
-            or cfg.vllm.model_dir
-            or default_model_dir(cfg),
-            retrain_aliases=lambda: sorted(cfg.aliases),
-            upstream_api_key=upstream_api_key,
-        )
-        retrain_job = Job("retrain", parts.retrain.loop.tick, cfg.retrain.interval_s)
-        if parts.jobs is None:
-            parts.jobs = Jobs([retrain_job])
-        else:
-            parts.jobs.add(retrain_job)
-    return parts
+
+
+def _build_retrain_loop(
+    cfg: Config,
+    store: Store,
+    registry: CollectorRegistry,
+    aliases: AliasTable,
+    upstream_url: str,
+    upstream_api_key: str | None,
+) -> RetrainParts:
+    """The retrain loop for every configured alias, training on the resolved base model folder."""
+    return build_retrain(
+        cfg,
+        store,
+        registry,
+        aliases,
+        upstream_url,
+        base_model_dir=cfg.retrain.base_model_dir or cfg.vllm.model_dir or default_model_dir(cfg),
+        retrain_aliases=lambda: sorted(cfg.aliases),
+        upstream_api_key=upstream_api_key,
+    )
 
 
 def _open_store(
