@@ -38,6 +38,7 @@ demo: setup
 bench: setup
 	$(PY) -m benchmarks.ingest
 	$(PY) -m benchmarks.proxy_overhead
+	$(PY) -m benchmarks.api_flood
 	$(PY) -m benchmarks.drift_speed
 	$(PY) -m benchmarks.drift_power
 
