@@ -108,6 +108,10 @@ def _await_drift(
     raise SystemExit("no drift evaluation arrived in time; see data/demo/service.log")
 
 
+def _number(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
 def _await_captured(control: ControlClient, prompts: list[str], timeout: float = 60) -> None:
     """Wait until the drift alias's newest captured rows are exactly this phase's prompts."""
     wanted = sorted(prompts)
@@ -122,20 +126,29 @@ def _await_captured(control: ControlClient, prompts: list[str], timeout: float =
 
 def _show_drift(runs: list[dict[str, Any]]) -> None:
     """Print the drift alias's signals and the embedding cluster that grew the most."""
-    table = Table(title="drift signals (latest evaluation)")
-    for column in ("signal", "score", "threshold", "p-value", "n ref/cur", "drifted", "reason"):
+    table = Table(title="drift signals (latest evaluation; `combined` is the decision)")
+    columns = ("signal", "score", "threshold", "p", "adjusted p", "n ref/cur (effective)")
+    for column in (*columns, "drifted", "reason"):
         table.add_column(column, overflow="fold")
-    for r in runs:
-        if r["model_alias"] != DRIFT_ALIAS or r["p_value"] is None:
-            continue
+    mine = [r for r in runs if r["model_alias"] == DRIFT_ALIAS and r["p_value"] is not None]
+    for r in mine:
         table.add_row(
             r["signal"],
-            f"{r['score']:.4g}",
-            f"{r['threshold']:.4g}",
-            f"{r['p_value']:.3g}",
-            f"{r['n_reference']}/{r['n_current']}",
+            _number(r["score"], ".4g"),
+            _number(r["threshold"], ".4g"),
+            _number(r["p_value"], ".3g"),
+            _number(r.get("adjusted_p_value"), ".3g"),
+            f"{r['n_reference']}/{r['n_current']} ({_number(r.get('n_effective_reference'), '.0f')}"
+            f"/{_number(r.get('n_effective_current'), '.0f')})",
             "[red]yes[/]" if r["drifted"] else "no",
             r["reason"],
+        )
+    console.print(table)
+    combined = next((r for r in mine if r["signal"] == TRIGGER_SIGNAL), None)
+    if combined is not None and combined.get("min_detectable_shift") is not None:
+        console.print(
+            f"at these window sizes the engine catches shifts of at least "
+            f"{combined['min_detectable_shift']:.0%} of traffic to a new topic (90% power)"
         )
     console.print(table)
     psi = next(
