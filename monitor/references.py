@@ -9,7 +9,7 @@ or, before anything else happened, the first captured traffic. The reference win
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from monitor.store import Store
@@ -53,15 +53,22 @@ def set_reference(
     return Reference(*row)
 
 
+# The initial reference holds the alias's traffic from its very first request. Rows are written
+# when their answers end, so a request that started first may land after the reference was made:
+# starting it at the first row then written would push such rows out of the reference and shift
+# the window boundary into later traffic.
+INITIAL_START = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def ensure_reference(store: Store, alias: str) -> Reference | None:
     """The active reference, or an ``initial`` one from the alias's first capture (None if none)."""
     reference = active_reference(store, alias)
     if reference is not None:
         return reference
-    first = store.query("SELECT min(started_at) FROM requests WHERE model_alias = ?", [alias])
-    if not first or first[0][0] is None:
+    first = store.query("SELECT count(*) FROM requests WHERE model_alias = ?", [alias])
+    if not first or not first[0][0]:
         return None
-    return set_reference(store, alias, first[0][0], reason="initial")
+    return set_reference(store, alias, INITIAL_START, reason="initial")
 
 
 def aliases_with_traffic(store: Store) -> list[str]:

@@ -37,10 +37,10 @@ def store(tmp_path):
     store.close()
 
 
-def test_initial_reference_starts_at_the_first_capture(store):
+def test_initial_reference_holds_everything_from_the_first_capture(store):
     assert active_reference(store, "m") is None
     reference = ensure_reference(store, "m")
-    assert reference.reason == "initial" and reference.starts_at == T0
+    assert reference.reason == "initial" and reference.starts_at <= T0
     assert ensure_reference(store, "m").id == reference.id  # not made twice
     assert ensure_reference(store, "nobody") is None
 
@@ -67,3 +67,26 @@ def test_pinned_range_replaces_the_reference(store):
 def test_a_range_that_ends_before_it_starts_is_refused(store):
     with pytest.raises(ValueError, match=r"ends .* before it starts"):
         set_reference(store, "m", T0, ends_at=T0 - timedelta(minutes=1), reason="pinned")
+
+
+def test_a_request_written_after_the_reference_was_made_still_belongs_to_it(store):
+    """Rows land when answers end: one that started first may be written after the reference."""
+    reference = ensure_reference(store, "m")
+    writer = CaptureWriter(store, SidecarMetrics(CollectorRegistry()))
+    writer.start()
+    writer.submit(
+        CapturedExchange(
+            request_id="early",
+            started_at=(T0 - timedelta(seconds=1)).timestamp(),
+            route="completions",
+            model_alias="m",
+            served_model="m",
+            stream=False,
+            request_body=b'{"prompt": "p"}',
+            status_code=200,
+        )
+    )
+    writer.close()
+    ref_rows, cur_rows = windows(store, reference, reference_size=3, window_size=4)
+    assert [r["request_id"] for r in ref_rows] == ["early", "r0", "r1"]
+    assert [r["request_id"] for r in cur_rows] == ["r6", "r7", "r8", "r9"]
