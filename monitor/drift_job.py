@@ -96,6 +96,9 @@ class DriftJob:
 
     def evaluate(self, alias: str) -> list[DriftResult]:
         started = time.perf_counter()
+        # run_at is when the windows were read: an evaluation describes the data as of then, not
+        # as of when its statistics finished (rows captured meanwhile are not in it).
+        run_at = self.clock()
         reference = ensure_reference(self.store, alias)
         if reference is None:
             return []
@@ -111,7 +114,7 @@ class DriftJob:
             + self._output_signals(ref_rows, cur_rows)
         )
         results = self._decide(results, len(ref_rows), len(cur_rows))
-        self._record(alias, reference, results)
+        self._record(alias, reference, results, run_at)
         self.metrics.run_duration.observe(time.perf_counter() - started)
         combined = results[-1]
         outcome = (
@@ -346,8 +349,9 @@ class DriftJob:
         ids = [r["request_id"] for r in rows]
         return load_vectors(self.store, self.settings.embedding_model, field_name, ids)
 
-    def _record(self, alias: str, reference: Reference, results: list[DriftResult]) -> None:
-        run_at = self.clock()
+    def _record(
+        self, alias: str, reference: Reference, results: list[DriftResult], run_at: datetime
+    ) -> None:
         for r in results:
             details = {"statistic": r.statistic, "effect": r.effect, **r.details}
             self.store.query(
