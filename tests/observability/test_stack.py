@@ -62,6 +62,10 @@ NEEDS_EVENT = {
     "driftloop_deployed_adapter_info": "needs the retrain loop's deployer (retrain is off here)",
     "driftloop_rollbacks_total": "needs a deployed adapter to roll back",
     "driftloop_judge_anchor_shift": "needs an anchor-set pass (hourly) with parseable verdicts",
+    "driftloop_drift_min_detectable_shift_ratio": (
+        "set only when the windows are large enough that some shift would be caught with 90%"
+        " power (monitor/drift/power.py); this test's windows are too small"
+    ),
 }
 
 
