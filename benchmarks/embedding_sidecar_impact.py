@@ -418,7 +418,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     load_cpus, side_cpus, pinning = cpu_layout(not args.no_pin)
     console.print(f"[dim]{pinning}; embedding processes share the sidecar's CPU(s)[/dim]")
     if any(b.startswith("onnx") for b in args.backends):
-        from monitor.embedding import default_model_path, export_onnx
+        from monitor.embedding import default_model_path
+        from monitor.onnx_export import export_onnx
 
         export_onnx(default_model_path(), args.cache_dir, quantize="onnx-int8" in args.backends)
     started = time.monotonic()

@@ -149,7 +149,7 @@ def compare(vectors: np.ndarray, reference: np.ndarray) -> dict[str, float]:
 
 
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    from monitor.embedding import export_onnx, onnx_export_dir
+    from monitor.onnx_export import export_onnx, onnx_export_dir
 
     texts = load_texts(args.texts, args.limit)
     configs = [(b, t) for b in args.backends for t in args.threads]

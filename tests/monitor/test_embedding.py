@@ -18,10 +18,10 @@ from monitor.embedding import (
     EmbeddingError,
     chunked,
     default_model_path,
-    export_onnx,
     idle_priority,
     length_order,
 )
+from monitor.onnx_export import export_onnx
 
 REPO = Path(__file__).resolve().parents[2]
 # The ONNX export is kept between runs (it takes a torch import and a few seconds to make).

@@ -1,0 +1,256 @@
+"""The loop's sections: drift evaluation, the judges, and retraining."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    field_validator,
+)
+
+from driftloop.config.section import Section
+
+
+class DriftConfig(Section):
+    enabled: bool = Field(
+        True, description="Embed captured traffic and evaluate drift on a schedule."
+    )
+    interval_s: float = Field(60.0, gt=0, description="Seconds between drift evaluations.")
+    embed_interval_s: float = Field(
+        5.0, gt=0, description="Seconds between passes that embed newly captured traffic."
+    )
+    embed_batch: int = Field(512, ge=1, description="Exchanges embedded per pass at most.")
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "onnx", description="Embedding runtime: torch, onnx or onnx-int8 (see README benchmarks)."
+    )
+    embedding_threads: int = Field(1, ge=1, description="Threads the embedding worker may use.")
+    reference_size: int = Field(
+        2000, ge=10, description="Exchanges in a reference window (from the reference start)."
+    )
+    window_size: int = Field(
+        2000, ge=10, description="Latest exchanges in the current window (sliding)."
+    )
+    min_samples: int = Field(
+        200, ge=10, description="Both windows need at least this many samples to trip."
+    )
+    alpha: float = Field(
+        0.01,
+        gt=0,
+        lt=0.5,
+        description="Family-wise false-alarm rate of each alias's combined drift decision.",
+    )
+    sessions: bool = Field(
+        True,
+        description="Permute whole sessions (requests.session_key) in every drift null; off: rows are independent.",
+    )
+
+
+def _default_rules() -> dict[str, dict[str, Any]]:
+    return {"refusal": {}, "empty": {}}
+
+
+class JudgesConfig(Section):
+    enabled: bool = Field(
+        True, description="Judge a sample of captured traffic on a schedule (LLM and rule judges)."
+    )
+    base_url: str = Field(
+        "",
+        description="OpenAI-compatible base URL of the judge model (ending in /v1); empty means the sidecar's upstream vLLM.",
+    )
+    model: str = Field(
+        "", description="Judge model name at that endpoint; empty means vllm.served_model_name."
+    )
+    api_key_env: str = Field(
+        "DRIFTLOOP_JUDGE_API_KEY",
+        description="Environment variable holding the judge endpoint's API key (unset: none sent).",
+    )
+    rubric: str = Field(
+        "helpfulness",
+        description="Rubric of the LLM judge: a name in judges/rubrics/ or a path to a .toml file.",
+    )
+    structured_output: bool = Field(
+        False,
+        description="Ask the endpoint to enforce the verdict's JSON schema (response_format json_schema).",
+    )
+    max_tokens: int = Field(128, ge=8, description="Longest verdict the judge model may write.")
+    rules: dict[str, dict[str, Any]] = Field(
+        default_factory=_default_rules,
+        description="Rule judges to run on the same sample: kind -> parameters (refusal, empty, json_valid, regex, length).",
+    )
+    sample_rate: float = Field(
+        0.02, ge=0.0, le=1.0, description="Share of captured exchanges judged, per model alias."
+    )
+    sample_rates: dict[str, float] = Field(
+        default_factory=dict, description="Per model alias judging share, overriding sample_rate."
+    )
+    per_alias: int = Field(
+        50, ge=1, description="Exchanges judged per model alias and pass, at most (newest first)."
+    )
+    concurrency: int = Field(4, ge=1, description="Judge calls in flight at once.")
+    timeout_s: float = Field(30.0, gt=0, description="Time allowed for one judge call attempt.")
+    max_retries: int = Field(
+        3,
+        ge=0,
+        description="Retries of a judge call after a 429, 5xx, timeout or refused connection.",
+    )
+    backoff_s: float = Field(
+        1.0, ge=0, description="Delay before the first retry; doubles per retry (with jitter)."
+    )
+    daily_token_budget: int = Field(
+        200_000,
+        ge=0,
+        description="Judge tokens (prompt + completion) per UTC day; then judging stops.",
+    )
+    daily_request_budget: int = Field(
+        2_000, ge=0, description="Judge HTTP requests per UTC day; then judging stops."
+    )
+    interval_s: float = Field(60.0, gt=0, description="Seconds between judging passes.")
+    window_size: int = Field(
+        200, ge=1, description="Latest scored judgments per alias behind the score-mean gauge."
+    )
+    calibration_set: Path | None = Field(
+        None,
+        description="Labelled JSONL set for `driftloop judges calibrate`; empty means the shipped trivia set.",
+    )
+    calibration_min_kappa: float = Field(
+        0.4, ge=-1, le=1, description="A judge whose weighted kappa is below this is flagged."
+    )
+    calibration_min_parsed: float = Field(
+        0.9, ge=0, le=1, description="A judge that scores fewer items than this share is flagged."
+    )
+    anchor_set: Path | None = Field(
+        None, description="Anchor JSONL set re-judged for judge drift; empty means the shipped one."
+    )
+    anchor_interval_s: float = Field(
+        3600.0, gt=0, description="Seconds between re-judging the anchor set."
+    )
+    anchor_max_shift: float = Field(
+        0.5,
+        gt=0,
+        description="A shift of the anchor mean score this large is reported as judge drift.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _judge_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty or start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("sample_rates")
+    @classmethod
+    def _judge_rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for model, rate in value.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"rate for {model!r} is {rate}, must be within [0, 1]")
+        return value
+
+    @field_validator("rubric")
+    @classmethod
+    def _rubric_loads(cls, value: str) -> str:
+        from judges.rubric import load_rubric
+
+        load_rubric(value)  # raises RubricError (a ValueError) naming the file and the field
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from judges.plugins import build_rule_judge
+
+        for kind, params in value.items():
+            build_rule_judge(kind, params)  # raises ValueError naming the kind and parameter
+        return value
+
+
+class RetrainConfig(Section):
+    enabled: bool = Field(
+        True, description="Evaluate retrain triggers on a schedule and run the loop when they trip."
+    )
+    interval_s: float = Field(60.0, gt=0, description="Seconds between trigger evaluations.")
+    drift_signals: list[str] = Field(
+        default_factory=lambda: ["combined"],
+        description="Drift signals whose tripping counts toward the drift trigger (combined: the alias's decision).",
+    )
+    drift_consecutive: int = Field(
+        3, ge=1, description="A drift signal must trip in this many consecutive evaluations."
+    )
+    quality_bar: float | None = Field(
+        3.0, description="Retrain when the judges' mean score (1-5) falls below this; null: off."
+    )
+    quality_min_samples: int = Field(
+        20, ge=1, description="Judgments needed in the window before the quality trigger may trip."
+    )
+    volume_examples: int | None = Field(
+        200, ge=1, description="Retrain after this many new feedback examples; null: off."
+    )
+    schedule_s: float | None = Field(
+        None, gt=0, description="Retrain at least this often (seconds); null: no schedule."
+    )
+    cooldown_s: float = Field(
+        3600.0, ge=0, description="Seconds after a run starts before another may be triggered."
+    )
+    min_examples: int = Field(
+        20, ge=1, description="Training examples needed before a run may start."
+    )
+    judged_min_score: float = Field(
+        4.0, ge=1, le=5, description="Captured answers judged at least this good become examples."
+    )
+    replay_share: float = Field(
+        0.2, ge=0, lt=1, description="Least share of replayed earlier data in a training split."
+    )
+    seed_dataset: Path | None = Field(
+        None,
+        description="JSONL of chat examples the production model was tuned on: the first replay pool.",
+    )
+    base_model_dir: Path | None = Field(
+        None, description="Base model the adapters train on; empty means the served model's folder."
+    )
+    lora_rank: int = Field(8, ge=1, description="LoRA rank of new adapters.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA alpha of new adapters.")
+    learning_rate: float = Field(2e-4, gt=0, description="Learning rate of a training run.")
+    max_learning_rate: float = Field(
+        1e-3, gt=0, description="Cap on learning_rate (a higher value is refused)."
+    )
+    max_steps: int = Field(60, ge=1, description="Optimizer steps of a training run.")
+    max_steps_cap: int = Field(2000, ge=1, description="Cap on max_steps.")
+    batch_size: int = Field(4, ge=1, description="Examples per optimizer step.")
+    train_time_limit_s: float = Field(
+        1800.0, gt=0, description="A training subprocess running longer is killed."
+    )
+    train_threads: int = Field(1, ge=1, description="CPU threads the trainer may use.")
+    golden_sets: dict[str, str] = Field(
+        default_factory=lambda: {"*": "helpdesk"},
+        description="Model alias (or *) -> golden set name[@version] the gate runs.",
+    )
+    gate_margin: float = Field(
+        0.05, ge=0, lt=1, description="How far below production a candidate may score and pass."
+    )
+    gate_min_improvement: float = Field(
+        0.10, ge=0, le=1, description="How much better the candidate must be on drifted categories."
+    )
+    drifted_categories: list[str] = Field(
+        default_factory=list,
+        description="Golden-set categories that must improve; empty: the overall score must.",
+    )
+    gate_max_tokens: int = Field(64, ge=1, description="Tokens per golden-set answer.")
+    auto_deploy: bool = Field(
+        True, description="Ship adapters that pass the gate; false leaves them in staging."
+    )
+    keep_versions: int = Field(
+        3, ge=1, description="Earlier production versions kept loaded in vLLM for rollback."
+    )
+    rollback_watch_s: float = Field(
+        3600.0, ge=0, description="After a deploy, watch the new version's traffic this long."
+    )
+    rollback_min_samples: int = Field(
+        20, ge=1, description="Requests (or judgments) needed before the guard may roll back."
+    )
+    rollback_max_error_rate: float = Field(
+        0.05, ge=0, le=1, description="Roll back when a larger share of its requests fail."
+    )
+    rollback_min_judge_score: float | None = Field(
+        2.5, description="Roll back when the judges' mean on its answers is below this; null: off."
+    )
