@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from monitor.drift.decision import holm
-from monitor.drift.sessions import session_codes
+from monitor.drift.sessions import session_codes, too_few_sessions
 from monitor.drift.signals import (
     EMBEDDING_POLICY,
     LENGTH_POLICY,
@@ -169,6 +169,9 @@ class DriftJob:
                 out += [not_evaluated(n, n_ref, n_cur) for n in (*names, combined)]
                 continue
             sessions = self._sessions([key_of[i] for i in ref_ids], [key_of[i] for i in cur_ids])
+            if why := too_few_sessions(sessions):
+                out += [not_evaluated(n, n_ref, n_cur, why) for n in (*names, combined)]
+                continue
             drift = embedding_drift(
                 combined,
                 ref_vec,
@@ -210,6 +213,9 @@ class DriftJob:
                 out += [not_evaluated(name, len(ref), len(cur)) for name in names]
                 continue
             sessions = self._row_sessions(ref_rows, cur_rows, _has(column))
+            if why := too_few_sessions(sessions):
+                out += [not_evaluated(name, len(ref), len(cur), why) for name in names]
+                continue
             details = {
                 "reference_mean": float(np.mean(ref)),
                 "current_mean": float(np.mean(cur)),
@@ -234,9 +240,10 @@ class DriftJob:
         out = []
         n_ref, n_cur = len(ref_rows), len(cur_rows)
         sessions = self._row_sessions(ref_rows, cur_rows) if n_ref and n_cur else None
+        why = too_few_sessions(sessions)
         for name, check in checks.items():
-            if not n_ref or not n_cur:
-                out.append(not_evaluated(name, n_ref, n_cur))
+            if not n_ref or not n_cur or why:
+                out.append(not_evaluated(name, n_ref, n_cur, why or ""))
                 continue
             ref_flags = np.array([check(r) for r in ref_rows], dtype=bool)
             cur_flags = np.array([check(r) for r in cur_rows], dtype=bool)

@@ -63,6 +63,27 @@ def unit_count(codes: NDArray[np.intp]) -> int:
     return int(codes.max()) + 1 if len(codes) else 0
 
 
+MIN_SESSIONS = 2  # below this a window's rows are one correlated unit: nothing to permute
+
+
+def too_few_sessions(sessions: tuple[NDArray[np.intp], NDArray[np.intp]] | None) -> str | None:
+    """Why a session-calibrated test cannot run on these windows, or None when it can.
+
+    >>> too_few_sessions((np.array([0, 1]), np.array([0, 0, 0])))
+    'the current window is 1 session (3 rows of one conversation); a test needs >= 2 per window'
+    """
+    if sessions is None:
+        return None
+    for window, codes in zip(("reference", "current"), sessions, strict=True):
+        units = unit_count(codes)
+        if len(codes) and units < MIN_SESSIONS:
+            return (
+                f"the {window} window is {units} session ({len(codes)} rows of one conversation);"
+                f" a test needs >= {MIN_SESSIONS} per window"
+            )
+    return None
+
+
 def unit_sums(values: NDArray[np.floating], codes: NDArray[np.intp]) -> NDArray[np.float64]:
     """Per-unit sums of the rows of ``values`` (rows, ...) by unit id, as float64."""
     order = np.argsort(codes, kind="stable")

@@ -161,3 +161,26 @@ def test_a_shift_of_whole_conversations_trips_the_combined_decision(tmp_path):
     decision = by_signal[COMBINED_SIGNAL]
     assert decision.drifted, decision.reason
     assert "prompt_embedding" in decision.details["tripped"]
+
+
+def test_a_window_that_is_one_conversation_is_not_evaluated_and_the_run_goes_on(tmp_path):
+    rng = np.random.default_rng(9)
+    store = Store.open(tmp_path / "d.duckdb")
+    reference = first_rows(conversations(rng, WINDOW, 0), WINDOW)
+    centre = rng.normal(size=16)
+    vectors = centre + 0.3 * rng.normal(size=(WINDOW, 16))
+    one_chat = [([f"long chat turn {t}" for t in range(WINDOW)], vectors)]
+    capture(store, [reference, one_chat])
+    by_signal, registry = run(store, sessions=True)
+    store.close()
+    for signal in ("prompt_embedding", "prompt_embedding_mean_shift", "prompt_tokens_psi"):
+        assert by_signal[signal].p_value is None
+        assert "current window is 1 session" in by_signal[signal].reason
+    assert not by_signal[COMBINED_SIGNAL].drifted
+    assert by_signal[COMBINED_SIGNAL].reason.startswith("not evaluated")
+    assert (
+        registry.get_sample_value(
+            "driftloop_drift_runs_total", {"model": "m", "outcome": "insufficient"}
+        )
+        == 1
+    )
