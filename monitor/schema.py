@@ -98,4 +98,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE drift_runs ADD COLUMN min_detectable_shift DOUBLE;  -- share at 90% power
         """,
     ),
+    Migration(
+        7,
+        "fleet_ingest",
+        """
+        -- Which sidecar captured a row (NULL: `driftloop serve` wrote it directly).
+        ALTER TABLE requests ADD COLUMN sidecar_id VARCHAR;
+        -- Every capture shard the controller has read from object storage, exactly once each:
+        -- its rows and this row commit in one transaction (monitor/capture_table.py).
+        CREATE TABLE ingested_shards (
+            shard_key     VARCHAR PRIMARY KEY,  -- the object's key under the store's prefix
+            sidecar_id    VARCHAR,
+            status        VARCHAR NOT NULL,     -- ingested | quarantined
+            rows          BIGINT NOT NULL,
+            bytes         BIGINT NOT NULL,
+            error         VARCHAR,              -- why it was quarantined
+            uploaded_at   TIMESTAMPTZ,          -- the object's last-modified time
+            ingested_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 )

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +213,23 @@ class Store:
                 committed="COMMIT succeeded" in str(exc),
             ) from exc
         return batch.num_rows
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor whose statements commit together, or not at all (an exception rolls back)."""
+        self.faults.check("store.append")
+        with self._lock:
+            cur = self._con.cursor()
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                try:
+                    yield cur
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+                cur.execute("COMMIT")
+            finally:
+                cur.close()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for reads in this process (DuckDB cursors are cheap and thread-safe to create)."""

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from monitor.capture import CapturedExchange, Redact, rows_to_arrow, to_row
+from monitor.capture_table import CaptureSink, append_requests
 from monitor.faults import Faults
 from monitor.memory import release_free_memory
 from monitor.metrics import DropReason, SidecarMetrics
-from monitor.store import Store, StoreCorruptError, StoreError, StoreReopenedError
+from monitor.store import StoreCorruptError, StoreError, StoreReopenedError
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,10 @@ class CaptureWriter:
 
     def __init__(
         self,
-        store: Store | None,
+        store: CaptureSink | None,
         metrics: SidecarMetrics,
         *,
-        opener: Callable[[], Store] | None = None,
+        opener: Callable[[], CaptureSink] | None = None,
         problem: str | None = None,
         queue_size: int = 10_000,
         max_buffer_bytes: int = 256 * 2**20,
@@ -245,7 +246,7 @@ class CaptureWriter:
             release_free_memory()  # large bodies leave freed heap the allocator keeps otherwise
         return True
 
-    def _ready_store(self) -> Store | None:
+    def _ready_store(self) -> CaptureSink | None:
         """The open store: opened late, or reopened when its file was deleted or replaced."""
         store = self.store
         if store is None:
@@ -275,14 +276,14 @@ class CaptureWriter:
             self._metrics.store_reopens.inc()
         return store
 
-    def _write(self, store: Store, batch: list[CapturedExchange]) -> list[CapturedExchange]:
+    def _write(self, store: CaptureSink, batch: list[CapturedExchange]) -> list[CapturedExchange]:
         """Append ``batch``; returns the exchanges to retry (none when it was written)."""
         started = time.perf_counter()
         table, kept = self._convert(batch)
         if table is None:
             return []
         try:
-            written = store.append("requests", table)
+            written = append_requests(store, table)
         except StoreReopenedError as exc:
             self._metrics.store_reopens.inc()
             if not exc.committed:

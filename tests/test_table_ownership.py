@@ -34,7 +34,8 @@ PACKAGE_MIGRATIONS: dict[str, tuple[Migration, ...]] = {
 
 # table -> the one module that writes it (INSERT, UPDATE, DELETE or Store.append)
 WRITERS = {
-    "requests": "monitor/writer.py",
+    "requests": "monitor/capture_table.py",
+    "ingested_shards": "monitor/capture_table.py",
     "embeddings": "monitor/embedding_job.py",
     "drift_references": "monitor/references.py",
     "drift_runs": "monitor/drift_job.py",
