@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import secrets
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import uvicorn
 import uvloop
 from prometheus_client import CollectorRegistry
 
@@ -21,6 +17,14 @@ from driftloop.api.loop_routes import loop_router
 from driftloop.api.server import ApiServer, ApiServerError
 from driftloop.config import Config, check_api_token
 from driftloop.judges_wiring import judge_jobs
+from driftloop.proxy_wiring import (
+    Server,
+    build_proxy,
+    exit_on_sigterm,
+    redactor,
+    run_servers,
+    uvicorn_config,
+)
 from driftloop.retrain_wiring import RetrainParts, build_retrain
 from driftloop.scheduling import Job, Jobs
 from driftloop.schema import MIGRATIONS
@@ -29,12 +33,8 @@ from monitor.aliases import AliasTable
 from monitor.drift_job import DriftJob, DriftSettings
 from monitor.embedding_job import EmbeddingWorker, embed_pending
 from monitor.faults import Faults
-from monitor.limits import ClientLimits
 from monitor.memory import tune_allocator
 from monitor.metrics import DriftMetrics, SidecarMetrics
-from monitor.proxy import OpenAIProxy
-from monitor.redaction import PatternRedactor
-from monitor.sampling import Sampler, TrustedNetworks
 from monitor.sidecar import Sidecar
 from monitor.store import Store, StoreCorruptError, StoreError
 from monitor.urls import redact_url
@@ -92,10 +92,10 @@ def build_components(
     known = {cfg.vllm.served_model_name, *cfg.capture.sample_rates, *cfg.aliases.values()}
     aliases = AliasTable(cfg.aliases, known_models=known)
     store, writer = _open_capture(cfg, metrics) if cfg.capture.enabled else (None, None)
-    proxy = _build_proxy(cfg, upstream_url, metrics, aliases, writer, upstream_api_key)
+    proxy = build_proxy(cfg, upstream_url, metrics, aliases, writer, upstream_api_key)
     parts = Components(Sidecar(proxy, writer), store, aliases, registry)
     if cfg.drift.enabled and store is not None:
-        parts.embedder, parts.jobs = _drift_jobs(cfg, store, registry, aliases)
+        parts.embedder, parts.jobs = drift_jobs(cfg, store, registry, aliases)
     if cfg.judges.enabled and store is not None:
         # Independent of drift: judging runs (and fails) on its own; the proxy never waits on it.
         parts.add_jobs(judge_jobs(cfg, store, registry, aliases, upstream_url, upstream_api_key))
@@ -126,33 +126,6 @@ def _open_capture(cfg: Config, metrics: SidecarMetrics) -> tuple[Store | None, C
         redact=redactor(cfg),
     )
     return store, writer
-
-
-def _build_proxy(
-    cfg: Config,
-    upstream_url: str,
-    metrics: SidecarMetrics,
-    aliases: AliasTable,
-    writer: CaptureWriter | None,
-    upstream_api_key: str | None,
-) -> OpenAIProxy:
-    """The OpenAI-compatible proxy in front of vLLM, with its sampling, timeouts and limits."""
-    return OpenAIProxy(
-        upstream_url,
-        metrics=metrics,
-        aliases=aliases,
-        sampler=Sampler(cfg.capture.sample_rate, cfg.capture.sample_rates),
-        writer=writer,
-        first_byte_timeout_s=cfg.sidecar.first_byte_timeout_s,
-        idle_timeout_s=cfg.sidecar.idle_timeout_s,
-        connect_timeout_s=cfg.sidecar.upstream_connect_timeout_s,
-        max_connections=cfg.sidecar.max_connections,
-        max_body_bytes=cfg.capture.max_body_bytes,
-        limits=client_limits(cfg),
-        forward_paths=cfg.sidecar.forward_paths,
-        trusted_networks=TrustedNetworks(cfg.capture.trusted_networks),
-        upstream_api_key=upstream_api_key,
-    )
 
 
 def _build_retrain_loop(
@@ -204,19 +177,6 @@ def _open_store(
         return None, opener, str(exc)
 
 
-def client_limits(cfg: Config) -> ClientLimits:
-    """What one client may make the sidecar hold (sidecar.* limits)."""
-    side = cfg.sidecar
-    return ClientLimits(
-        max_body_bytes=side.max_request_body_bytes,
-        max_header_bytes=side.max_header_bytes,
-        header_timeout_s=side.header_timeout_s,
-        body_timeout_s=side.body_timeout_s,
-        keep_alive_timeout_s=side.keep_alive_timeout_s,
-        max_connections=side.max_client_connections,
-    )
-
-
 def reconcile_deployments(parts: Components) -> None:
     """After a (re)start: route every alias to what the registry says is in production."""
     if parts.retrain is None:
@@ -229,7 +189,7 @@ def reconcile_deployments(parts: Components) -> None:
             log.error("could not reconcile %s with vLLM: %s", alias, exc)
 
 
-def _drift_jobs(
+def drift_jobs(
     cfg: Config, store: Store, registry: CollectorRegistry, aliases: AliasTable
 ) -> tuple[EmbeddingWorker, Jobs]:
     """Embedding (in a niced worker process) and drift evaluation, each on its own interval."""
@@ -269,11 +229,6 @@ def _drift_jobs(
     return embedder, jobs
 
 
-def redactor(cfg: Config) -> PatternRedactor:
-    """What captured traffic and feedback go through before they are stored."""
-    return PatternRedactor(cfg.capture.redact_patterns, detectors=cfg.capture.redact_detectors)
-
-
 def api_token(cfg: Config) -> str:
     """The control API token: from the configured env var, else a generated one kept in cache_dir."""
     token = os.environ.get(cfg.api.token_env)
@@ -291,29 +246,6 @@ def api_token(cfg: Config) -> str:
     return token
 
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to ``serve`` (two servers share one loop)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _uvicorn_config(app: Sidecar, host: str, port: int) -> uvicorn.Config:
-    """The sidecar's server: uvloop + httptools, guarded by the client limits (monitor/limits.py)."""
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=10,
-        **app.server_options(),
-    )
-
-
 def serve(cfg: Config) -> None:
     """Run until SIGINT/SIGTERM: optionally vLLM, then the sidecar and the control API."""
     from driftloop.listeners import check_listeners
@@ -326,7 +258,7 @@ def serve(cfg: Config) -> None:
         parts = build_components(cfg, upstream_url, upstream_api_key=upstream_key)
         reconcile_deployments(parts)
         api = ApiServer(control_api(cfg, parts), cfg.api.host, cfg.api.port)
-        sidecar = _Server(_uvicorn_config(parts.sidecar, cfg.sidecar.host, cfg.sidecar.port))
+        sidecar = Server(uvicorn_config(parts.sidecar, cfg.sidecar.host, cfg.sidecar.port))
         log.info(
             "sidecar on http://%s:%d -> %s; metrics at /metrics; control API on http://%s:%d",
             cfg.sidecar.host,
@@ -344,7 +276,7 @@ def serve(cfg: Config) -> None:
             except ApiServerError as exc:
                 raise SystemExit(str(exc)) from None
             # uvicorn's loop="uvloop" applies only under Server.run(); signals need our own.
-            uvloop.run(_run_servers([sidecar]))
+            uvloop.run(run_servers([sidecar]))
         finally:
             api.stop()
             parts.close()
@@ -366,23 +298,3 @@ def control_api(cfg: Config, parts: Components) -> ApiGuard:
         unauthenticated_rate_per_s=cfg.api.unauthenticated_rate_per_s,
         unauthenticated_burst=cfg.api.unauthenticated_burst,
     )
-
-
-async def _run_servers(servers: list[_Server]) -> None:
-    def stop_all() -> None:
-        for server in servers:
-            server.should_exit = True
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop_all)
-    await asyncio.gather(*(server.serve() for server in servers))
-
-
-def exit_on_sigterm() -> None:
-    """Turn SIGTERM into SystemExit, so cleanup (stopping a child vLLM) runs on the way out."""
-
-    def leave(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, leave)

@@ -25,6 +25,8 @@ class AliasTable:
         self._lock = threading.Lock()
         self._aliases: Mapping[str, str] = dict(aliases or {})
         self._known = frozenset(known_models)
+        # Rises on every change: the fleet's routing table version (sidecars fetch by it).
+        self.version = 0
 
     def resolve(self, model: str | None) -> str | None:
         if model is None:
@@ -34,10 +36,18 @@ class AliasTable:
     def set(self, alias: str, served: str) -> None:
         with self._lock:
             self._aliases = {**self._aliases, alias: served}
+            self.version += 1
 
-    def replace(self, aliases: Mapping[str, str]) -> None:
+    def replace(self, aliases: Mapping[str, str], version: int | None = None) -> None:
+        """Swap in a whole table; ``version`` is the controller's (a sidecar applying it)."""
         with self._lock:
             self._aliases = dict(aliases)
+            self.version = self.version + 1 if version is None else version
+
+    def versioned(self) -> tuple[int, dict[str, str]]:
+        """The version and the mapping, read together."""
+        with self._lock:
+            return self.version, dict(self._aliases)
 
     def snapshot(self) -> dict[str, str]:
         return dict(self._aliases)

@@ -52,15 +52,15 @@ class ShardSink:
         # uploaded, even when its spool is gone (a collision is still caught by the upload).
         self._next = max(int(clock() * 1000), spool.highest_sequence() + 1)
 
-    def append(self, table_name: str, table: pa.Table) -> int:
+    def append(self, table: str, batch: pa.Table) -> int:
         """Take rows for the next shard; raises ``SpoolFullError`` when nothing more fits."""
-        if table_name != "requests":
-            raise ValueError(f"a shard sink holds captured requests only, not {table_name!r}")
+        if table != "requests":
+            raise ValueError(f"a shard sink holds captured requests only, not {table!r}")
         with self._lock:
             if self._open_bytes >= self._max_bytes:
                 self._seal()  # raises SpoolFullError while the spool is full: the writer retries
-            rows = table.append_column(
-                SIDECAR_COLUMN, pa.array([self.sidecar_id] * table.num_rows, pa.string())
+            rows = batch.append_column(
+                SIDECAR_COLUMN, pa.array([self.sidecar_id] * batch.num_rows, pa.string())
             )
             if not self._open:
                 self._opened_at = self._clock()
@@ -70,7 +70,7 @@ class ShardSink:
                 # A full spool: the rows are held, and the next append or tick retries the seal.
                 with contextlib.suppress(SpoolFullError):
                     self._seal()
-        return table.num_rows
+        return batch.num_rows
 
     def seal_if_due(self) -> None:
         """Seal the open shard once it is ``max_age_s`` old (the uploader calls this)."""

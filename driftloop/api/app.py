@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from driftloop.api.audit import AuditLog, AuditMetrics
-from driftloop.api.auth import OPERATOR, Authenticator, RateLimiter
+from driftloop.api.auth import FLEET, OPERATOR, Authenticator, RateLimiter
 from driftloop.api.guard import ApiGuard
 from judges.judgments import recent_judgments
 from monitor.aliases import AliasTable
@@ -35,7 +35,8 @@ OPENAPI_URL = "/api/v1/openapi.json"
 
 def _guarded(request: Request) -> None:
     """Fail closed should the app ever be served without ApiGuard in front of it."""
-    if request.scope.get("state", {}).get("actor") != OPERATOR:
+    # ApiGuard lets the fleet actor reach its read-only routes (FLEET_PATHS) only.
+    if request.scope.get("state", {}).get("actor") not in (OPERATOR, FLEET):
         raise HTTPException(401, "missing or wrong bearer token")
 
 
@@ -66,10 +67,11 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
 def create_api(
     token: str,
     store: Store | None,
-    sidecar: Sidecar,
+    sidecar: Sidecar | None,
     aliases: AliasTable,
     routers: Sequence[APIRouter] = (),
     *,
+    fleet_token: str | None = None,
     registry: CollectorRegistry | None = None,
     unauthenticated_rate_per_s: float = 5.0,
     unauthenticated_burst: int = 20,
@@ -100,7 +102,8 @@ def create_api(
         if store is not None:
             row = store.query("SELECT count(*), max(started_at) FROM requests")[0]
             captured = {"rows": row[0], "last_at": row[1].isoformat() if row[1] else None}
-        return {"sidecar": sidecar.health(), "aliases": aliases.snapshot(), "captured": captured}
+        health = sidecar.health() if sidecar is not None else {"role": "controller"}
+        return {"sidecar": health, "aliases": aliases.snapshot(), "captured": captured}
 
     @app.get("/api/v1/requests")
     def recent_requests(
@@ -147,7 +150,7 @@ def create_api(
     for router in routers:
         app.include_router(router)
     limiter = RateLimiter(unauthenticated_rate_per_s, unauthenticated_burst)
-    return ApiGuard(app, Authenticator(token), audit, limiter)
+    return ApiGuard(app, Authenticator(token, fleet_token), audit, limiter)
 
 
 REQUEST_SUMMARY_COLUMNS = (

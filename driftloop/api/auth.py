@@ -17,6 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 
 OPERATOR = "operator"  # one shared token today; per-person tokens would name the person here
+FLEET = "fleet"  # sidecars: may read the routing table and report, nothing else
+FLEET_PATHS = ("/api/v1/fleet/routing",)
 ANONYMOUS = "anonymous"
 REDACTED = "[redacted]"
 
@@ -39,15 +41,20 @@ def bearer_credentials(header: bytes | None) -> bytes | None:
 class Authenticator:
     """Decides the actor of a call from its raw ``Authorization`` header bytes."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, fleet_token: str | None = None) -> None:
         # Bytes on both sides: compare_digest refuses non-ASCII str, and headers arrive as bytes.
         self._token = token.encode("utf-8")
-        self._secret_values = {token}
+        self._fleet_token = fleet_token.encode("utf-8") if fleet_token else None
+        self._secret_values = {token, *([fleet_token] if fleet_token else [])}
 
     def actor(self, authorization: bytes | None) -> str:
         credentials = bearer_credentials(authorization)
-        if credentials is not None and hmac.compare_digest(credentials, self._token):
+        if credentials is None:
+            return ANONYMOUS
+        if hmac.compare_digest(credentials, self._token):
             return OPERATOR
+        if self._fleet_token is not None and hmac.compare_digest(credentials, self._fleet_token):
+            return FLEET
         return ANONYMOUS
 
     def scrub(self, params: Iterable[tuple[str, str]]) -> dict[str, str]:

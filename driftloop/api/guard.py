@@ -17,7 +17,15 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from driftloop.api.audit import AuditLog
-from driftloop.api.auth import ANONYMOUS, Authenticator, RateLimiter, client_of, header
+from driftloop.api.auth import (
+    ANONYMOUS,
+    FLEET,
+    FLEET_PATHS,
+    Authenticator,
+    RateLimiter,
+    client_of,
+    header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +37,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 UNAUTHORIZED = {"detail": "missing or wrong bearer token"}
 RATE_LIMITED = {"detail": "too many calls without a valid token from this client; slow down"}
+FORBIDDEN = {"detail": "the fleet token may only read the routing table"}
 
 
 class ApiGuard:
@@ -74,6 +83,10 @@ class ApiGuard:
             self.audit.metrics.rejected.labels(reason="unauthorized").inc()
             self.audit.record(actor, client, method, path, 401, query)
             await _json(send, 401, UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
+            return
+        if actor == FLEET and (method != "GET" or path not in FLEET_PATHS):
+            self.audit.record(actor, client, method, path, 403, query)
+            await _json(send, 403, FORBIDDEN)
             return
         state = scope.setdefault("state", {})
         state["actor"] = actor

@@ -66,12 +66,36 @@ def check_config(config_path: Path | None) -> None:
 @cli.command("serve")
 @CONFIG_OPTION
 def serve_command(config_path: Path | None) -> None:
-    """Run the sidecar (and vLLM, when vllm.launch is true) until interrupted."""
+    """One box: proxy, capture into DuckDB and the whole loop (and vLLM when vllm.launch)."""
     from driftloop.service import serve
 
     try:
         serve(_load(config_path))
     except ConfigError as exc:  # a bad token, a busy port, a host that does not resolve
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command("sidecar")
+@CONFIG_OPTION
+def sidecar_command(config_path: Path | None) -> None:
+    """Fleet: the proxy for one vLLM replica, capturing into shards in object storage."""
+    from driftloop.sidecar_role import run_sidecar
+
+    try:
+        run_sidecar(_load(config_path))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command("controller")
+@CONFIG_OPTION
+def controller_command(config_path: Path | None) -> None:
+    """Fleet: ingest every sidecar's shards into DuckDB; drift, the control API, routing."""
+    from driftloop.controller_role import run_controller
+
+    try:
+        run_controller(_load(config_path))
+    except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
 

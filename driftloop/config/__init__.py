@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, model_validator
 
 from driftloop.config.control import ApiConfig, GrafanaConfig
+from driftloop.config.fleet import FleetConfig
 from driftloop.config.loading import (
     ENV_PREFIX,
     ConfigError,
@@ -38,12 +39,14 @@ __all__ = [
     "Config",
     "ConfigError",
     "DriftConfig",
+    "FleetConfig",
     "GrafanaConfig",
     "JudgesConfig",
     "RetrainConfig",
     "SidecarConfig",
     "VLLMConfig",
     "check_api_token",
+    "check_role",
     "load_config",
 ]
 
@@ -57,6 +60,7 @@ class Config(Section):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     grafana: GrafanaConfig = Field(default_factory=GrafanaConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
     aliases: dict[str, str] = Field(
         default_factory=dict,
         description="Public model name -> served model name; the proxy rewrites `model` with it.",
@@ -103,6 +107,19 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         return Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(describe(exc, raw, path, origins)) from None
+
+
+ROLE_KEYS = {
+    "sidecar": ("sidecar_id", "object_store_url", "controller_url"),
+    "controller": ("object_store_url",),
+}
+
+
+def check_role(cfg: Config, role: str) -> None:
+    """Raise ``ConfigError`` naming every ``fleet.*`` key ``role`` needs and the file lacks."""
+    missing = [f"fleet.{key}" for key in ROLE_KEYS.get(role, ()) if not getattr(cfg.fleet, key)]
+    if missing:
+        raise ConfigError(f"`driftloop {role}` needs {', '.join(missing)} (see README, Fleet)")
 
 
 def documented_keys() -> dict[str, str]:

@@ -35,7 +35,7 @@ from driftloop.demo.traffic import (
     show_capture,
     show_metrics,
 )
-from driftloop.service import exit_on_sigterm
+from driftloop.proxy_wiring import exit_on_sigterm
 from driftloop.vllm_process import free_port
 from retrain.gate.golden import load_golden_set
 

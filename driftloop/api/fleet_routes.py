@@ -1,0 +1,96 @@
+"""The control API's fleet routes: the routing table sidecars fetch, and who fetched it.
+
+Sidecars poll ``GET /api/v1/fleet/routing`` with the fleet token (it may read this route and
+nothing else) and ``If-None-Match``: an unchanged table costs a 304. Each poll names the sidecar
+and the version it applies, so the controller knows who is live and who lags. Operators change
+an alias with ``PUT /api/v1/routing/{alias}``; every sidecar applies it on its next poll.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from monitor.aliases import AliasTable
+from monitor.fleet_metrics import IngestMetrics
+
+SIDECAR_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_SIDECARS = 1000  # bounds the per-sidecar metric series and this table
+
+
+class Route(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    served_model: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class FleetMembers:
+    """The sidecars that polled, with when and which routing version they apply."""
+
+    def __init__(self, metrics: IngestMetrics) -> None:
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._seen: dict[str, dict[str, Any]] = {}
+
+    def saw(self, sidecar: str, version: int | None) -> None:
+        with self._lock:
+            if sidecar not in self._seen and len(self._seen) >= MAX_SIDECARS:
+                return
+            self._seen[sidecar] = {"last_seen": time.time(), "version": version}
+        self._metrics.sidecar_last_seen.labels(sidecar=sidecar).set_to_current_time()
+        if version is not None:
+            self._metrics.sidecar_routing_version.labels(sidecar=sidecar).set(version)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {k: dict(v) for k, v in self._seen.items()}
+
+
+def fleet_router(aliases: AliasTable, members: FleetMembers, metrics: IngestMetrics) -> APIRouter:
+    router = APIRouter()
+    metrics.routing_version.set_function(lambda: aliases.version)
+
+    @router.get("/api/v1/fleet/routing")
+    def routing(
+        response: Response,
+        sidecar: Annotated[str, Query(pattern=SIDECAR_ID)],
+        version: Annotated[int | None, Query(ge=0)] = None,
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> Any:
+        """The alias table and its version; 304 when the sidecar's ETag is current."""
+        members.saw(sidecar, version)
+        current, table = aliases.versioned()
+        etag = f'"{current}"'
+        if if_none_match == etag:
+            return Response(status_code=304, headers={"etag": etag})
+        response.headers["etag"] = etag
+        return {"version": current, "aliases": table}
+
+    @router.get("/api/v1/fleet/sidecars")
+    def sidecars() -> dict[str, Any]:
+        """Every sidecar that polled: when it was last seen and the version it applies."""
+        return {"routing_version": aliases.version, "sidecars": members.snapshot()}
+
+    @router.put("/api/v1/routing/{alias}")
+    def set_route(alias: str, body: Route, request: Request) -> dict[str, Any]:
+        """Route a configured alias to a known served model; sidecars follow on their next poll."""
+        request.state.audit = {
+            "model": alias,
+            "served_model": body.served_model,
+            "reason": body.reason,
+        }
+        if alias not in aliases.snapshot():
+            raise HTTPException(404, f"unknown alias {alias!r}: configure it under [aliases]")
+        if body.served_model not in aliases.known() or not re.fullmatch(
+            r"[\w.:/-]+", body.served_model
+        ):
+            raise HTTPException(422, f"unknown served model {body.served_model!r}")
+        aliases.set(alias, body.served_model)
+        return {"model": alias, "served_model": body.served_model, "version": aliases.version}
+
+    return router

@@ -1,0 +1,121 @@
+"""`driftloop controller`: one per fleet; ingests every sidecar's shards and runs the loop on them.
+
+It owns the DuckDB file. Shards are listed and loaded on ``fleet.ingest_interval_s``; embeddings
+and drift then run per alias over the whole fleet's traffic, as in `driftloop serve`. The control
+API serves the routing table that sidecars follow (``fleet_routes``). Its own metrics listen on
+``sidecar.host:sidecar.port`` (a controller has no proxy there).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from driftloop.api.fleet_routes import FleetMembers, fleet_router
+from driftloop.api.guard import ApiGuard
+from driftloop.api.server import ApiServer, ApiServerError
+from driftloop.config import Config, check_role
+from driftloop.scheduling import Job, Jobs
+from driftloop.schema import MIGRATIONS
+from driftloop.service import api_token, drift_jobs
+from driftloop.sidecar_role import open_object_store
+from monitor.aliases import AliasTable
+from monitor.embedding_job import EmbeddingWorker
+from monitor.fleet_metrics import IngestMetrics
+from monitor.ingest import ShardIngest
+from monitor.store import Store
+from monitor.urls import redact_url
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Controller:
+    store: Store
+    aliases: AliasTable
+    ingest: ShardIngest
+    members: FleetMembers
+    metrics: IngestMetrics
+    registry: CollectorRegistry
+    jobs: Jobs
+    embedder: EmbeddingWorker | None = None
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def close(self) -> None:
+        self.jobs.stop()
+        if self.embedder is not None:
+            self.embedder.close()
+        self.store.close()
+
+
+def build_controller(cfg: Config, registry: CollectorRegistry | None = None) -> Controller:
+    check_role(cfg, "controller")
+    registry = registry or CollectorRegistry()
+    store = Store.open(
+        cfg.capture.db_path,
+        memory_limit_bytes=cfg.capture.duckdb_memory_limit_bytes,
+        threads=cfg.capture.duckdb_threads,
+        verify=True,
+        migrations=MIGRATIONS,
+    )
+    known = {cfg.vllm.served_model_name, *cfg.capture.sample_rates, *cfg.aliases.values()}
+    aliases = AliasTable(cfg.aliases, known_models=known)
+    metrics = IngestMetrics(registry)
+    ingest = ShardIngest(store, open_object_store(cfg), metrics)
+    jobs = Jobs([Job("ingest", ingest.run, cfg.fleet.ingest_interval_s)])
+    embedder = None
+    if cfg.drift.enabled:
+        embedder, drift = drift_jobs(cfg, store, registry, aliases)
+        jobs.add(*drift.jobs)
+    return Controller(
+        store, aliases, ingest, FleetMembers(metrics), metrics, registry, jobs, embedder
+    )
+
+
+def controller_api(cfg: Config, parts: Controller) -> ApiGuard:
+    from driftloop.api.app import create_api
+
+    return create_api(
+        api_token(cfg),
+        parts.store,
+        None,
+        parts.aliases,
+        [fleet_router(parts.aliases, parts.members, parts.metrics)],
+        registry=parts.registry,
+        fleet_token=os.environ.get(cfg.fleet.token_env) or None,
+        unauthenticated_rate_per_s=cfg.api.unauthenticated_rate_per_s,
+        unauthenticated_burst=cfg.api.unauthenticated_burst,
+    )
+
+
+def run_controller(cfg: Config) -> None:
+    """Run until SIGINT/SIGTERM: ingest, embeddings and drift on a schedule, the control API."""
+    api_token(cfg)
+    parts = build_controller(cfg)
+    api = ApiServer(controller_api(cfg, parts), cfg.api.host, cfg.api.port)
+    start_http_server(cfg.sidecar.port, cfg.sidecar.host, registry=parts.registry)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: parts.stopped.set())
+    log.info(
+        "controller: shards from %s into %s; control API on http://%s:%d; metrics on :%d",
+        redact_url(cfg.fleet.object_store_url),
+        cfg.capture.db_path,
+        cfg.api.host,
+        cfg.api.port,
+        cfg.sidecar.port,
+    )
+    try:
+        try:
+            api.start()
+        except ApiServerError as exc:
+            raise SystemExit(str(exc)) from None
+        parts.jobs.start()
+        parts.stopped.wait()
+    finally:
+        api.stop()
+        parts.close()

@@ -1,0 +1,161 @@
+"""`driftloop sidecar`: the proxy in front of one vLLM replica, capturing into shards.
+
+No DuckDB, and none of the loop's packages (``retrain``, ``judges``) is imported: the sidecar
+copies traffic, seals it into Parquet shards that the uploader sends to object storage (spooled
+locally while that is down), and follows the controller's routing table. It serves with its last
+table when the controller is unreachable, and with its config's aliases before the first answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import uvloop
+from prometheus_client import CollectorRegistry
+
+from driftloop.config import Config, ConfigError, check_role
+from driftloop.proxy_wiring import (
+    Server,
+    build_proxy,
+    exit_on_sigterm,
+    redactor,
+    run_servers,
+    uvicorn_config,
+)
+from driftloop.upstream import open_upstream
+from monitor.aliases import AliasTable
+from monitor.fleet_metrics import ShardMetrics
+from monitor.memory import tune_allocator
+from monitor.metrics import SidecarMetrics
+from monitor.object_store import ObjectStore, ObjectStoreError
+from monitor.routing import RoutingFollower, RoutingMetrics
+from monitor.shard_sink import ShardSink
+from monitor.shard_spool import ShardSpool, Uploader
+from monitor.sidecar import Sidecar
+from monitor.urls import redact_url
+from monitor.writer import CaptureWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FleetSidecar:
+    app: Sidecar
+    aliases: AliasTable
+    writer: CaptureWriter
+    sink: ShardSink
+    uploader: Uploader
+    routing: RoutingFollower
+    registry: CollectorRegistry
+
+    def start(self) -> None:
+        self.writer.start()
+        self.uploader.start()
+        self.routing.start()
+
+    def close(self) -> None:
+        """Write what is buffered into a last shard, upload what storage takes, stop."""
+        self.writer.close()
+        self.sink.close()
+        self.uploader.close()
+        self.routing.close()
+
+
+def fleet_token(cfg: Config) -> str:
+    token = os.environ.get(cfg.fleet.token_env, "")
+    if len(token) < 16:
+        raise ConfigError(
+            f"{cfg.fleet.token_env} must hold the fleet token (>= 16 characters) the controller"
+            " was started with"
+        )
+    return token
+
+
+def open_object_store(cfg: Config) -> ObjectStore:
+    """The configured object store; S3 keys come from the environment variables named in config."""
+    fleet = cfg.fleet
+    try:
+        return ObjectStore.open(
+            fleet.object_store_url,
+            endpoint=fleet.s3_endpoint,
+            region=fleet.s3_region,
+            access_key=os.environ.get(fleet.access_key_env),
+            secret_key=os.environ.get(fleet.secret_key_env),
+        )
+    except ObjectStoreError as exc:
+        raise ConfigError(f"fleet.object_store_url: {exc}") from None
+
+
+def build_fleet_sidecar(
+    cfg: Config,
+    upstream_url: str,
+    registry: CollectorRegistry | None = None,
+    *,
+    upstream_api_key: str | None = None,
+) -> FleetSidecar:
+    check_role(cfg, "sidecar")
+    registry = registry or CollectorRegistry()
+    metrics, shard_metrics = SidecarMetrics(registry), ShardMetrics(registry)
+    known = {cfg.vllm.served_model_name, *cfg.capture.sample_rates, *cfg.aliases.values()}
+    aliases = AliasTable(cfg.aliases, known_models=known)
+    tune_allocator()
+    spool = ShardSpool(cfg.fleet.spool_dir, cfg.fleet.spool_max_bytes, shard_metrics)
+    uploader_box: list[Uploader] = []
+    sink = ShardSink(
+        spool,
+        cfg.fleet.sidecar_id,
+        shard_metrics,
+        max_bytes=cfg.fleet.shard_max_bytes,
+        max_age_s=cfg.fleet.shard_max_age_s,
+        on_sealed=lambda: uploader_box[0].wake() if uploader_box else None,
+    )
+    uploader = Uploader(
+        spool, open_object_store(cfg), shard_metrics, tick=sink.seal_if_due, rename=sink.rename
+    )
+    uploader_box.append(uploader)
+    writer = CaptureWriter(
+        sink,
+        metrics,
+        queue_size=cfg.capture.queue_size,
+        max_buffer_bytes=cfg.capture.max_buffer_bytes,
+        batch_size=cfg.capture.batch_size,
+        max_batch_bytes=cfg.capture.max_batch_bytes,
+        flush_interval_s=cfg.capture.flush_interval_s,
+        redact=redactor(cfg),
+    )
+    routing = RoutingFollower(
+        aliases,
+        cfg.fleet.controller_url,
+        fleet_token(cfg),
+        cfg.fleet.sidecar_id,
+        RoutingMetrics(registry),
+        interval_s=cfg.fleet.routing_poll_s,
+    )
+    proxy = build_proxy(cfg, upstream_url, metrics, aliases, writer, upstream_api_key)
+    return FleetSidecar(Sidecar(proxy, writer), aliases, writer, sink, uploader, routing, registry)
+
+
+def run_sidecar(cfg: Config) -> None:
+    """Run until SIGINT/SIGTERM: the proxy, the shard uploader and the routing follower."""
+    fleet_token(cfg)
+    check_role(cfg, "sidecar")
+    exit_on_sigterm()
+    with open_upstream(cfg) as (upstream_url, upstream_key):
+        parts = build_fleet_sidecar(cfg, upstream_url, upstream_api_key=upstream_key)
+        server = Server(uvicorn_config(parts.app, cfg.sidecar.host, cfg.sidecar.port))
+        log.info(
+            "sidecar %s on http://%s:%d -> %s; shards to %s; routing from %s",
+            cfg.fleet.sidecar_id,
+            cfg.sidecar.host,
+            cfg.sidecar.port,
+            redact_url(upstream_url),
+            redact_url(cfg.fleet.object_store_url),
+            redact_url(cfg.fleet.controller_url),
+        )
+        parts.start()
+        try:
+            uvloop.run(run_servers([server]))
+        finally:
+            parts.close()

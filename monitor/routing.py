@@ -1,0 +1,124 @@
+"""A fleet sidecar's copy of the controller's routing table, kept current by polling.
+
+The sidecar starts with the aliases from its config and serves with them until the controller
+answers; afterwards it applies each new table atomically (``AliasTable.replace``) and keeps the
+last one whenever the controller is unreachable, so traffic never waits on the controller.
+Each poll says which version the sidecar applies (the controller exports it per sidecar).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from monitor.aliases import AliasTable
+
+log = logging.getLogger(__name__)
+
+ROUTING_PATH = "/api/v1/fleet/routing"
+
+
+class RoutingMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.version = Gauge(
+            "driftloop_routing_applied_version",
+            "Version of the controller's routing table this sidecar applies (0: its config's).",
+            registry=registry,
+        )
+        self.polls = Counter(
+            "driftloop_routing_polls_total",
+            "Routing table polls by outcome: changed | unchanged | failed.",
+            ["outcome"],
+            registry=registry,
+        )
+
+
+class RoutingFollower:
+    """Polls ``controller_url`` every ``interval_s`` and applies what changed to ``aliases``."""
+
+    def __init__(
+        self,
+        aliases: AliasTable,
+        controller_url: str,
+        token: str,
+        sidecar_id: str,
+        metrics: RoutingMetrics,
+        *,
+        interval_s: float = 2.0,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.aliases, self.sidecar_id, self._metrics = aliases, sidecar_id, metrics
+        self._interval_s = interval_s
+        self._client = httpx.Client(
+            base_url=controller_url.rstrip("/"),
+            headers={"authorization": f"Bearer {token}"},
+            timeout=timeout_s,
+            trust_env=False,  # a proxy from the environment must not see the fleet token
+        )
+        self.applied: int | None = None  # the controller's version; None: still the config's
+        self.problem: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        metrics.version.set_function(lambda: self.applied or 0)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="routing-follower", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._client.close()
+
+    def poll(self) -> bool:
+        """One fetch; True when a new table was applied."""
+        params: dict[str, Any] = {"sidecar": self.sidecar_id}
+        headers = {}
+        if self.applied is not None:
+            params["version"] = self.applied
+            headers["if-none-match"] = f'"{self.applied}"'
+        try:
+            response = self._client.get(ROUTING_PATH, params=params, headers=headers)
+            if response.status_code == 304:
+                self._ok()
+                self._metrics.polls.labels(outcome="unchanged").inc()
+                return False
+            response.raise_for_status()
+            body = response.json()
+            version, table = int(body["version"]), dict(body["aliases"])
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
+                raise ValueError("the routing table maps names to names")
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            self._failed(f"{type(exc).__name__}: {exc}")
+            return False
+        self.aliases.replace(table, version)
+        if self.applied != version:
+            log.info("routing table version %d applied: %s", version, table)
+        self.applied = version
+        self._ok()
+        self._metrics.polls.labels(outcome="changed").inc()
+        return True
+
+    def health(self) -> dict[str, Any]:
+        return {"routing_version": self.applied, "routing_problem": self.problem}
+
+    def _ok(self) -> None:
+        if self.problem is not None:
+            log.warning("controller reachable again (was: %s)", self.problem)
+        self.problem = None
+
+    def _failed(self, message: str) -> None:
+        if self.problem != message:
+            log.error("routing poll failed, keeping version %s: %s", self.applied, message)
+        self.problem = message
+        self._metrics.polls.labels(outcome="failed").inc()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll()
+            self._stop.wait(self._interval_s)

@@ -1,0 +1,137 @@
+"""The fleet for real on loopback: SeaweedFS, three sidecar processes, one controller process.
+
+Requests go through every sidecar with the openai SDK (streaming and not) to a stub upstream;
+the controller ingests the shards from SeaweedFS into its DuckDB file, which is read after the
+controller stops (DuckDB has one writer). The alias change goes through the control API.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import openai
+import pytest
+
+from benchmarks.upstream_stub import start_stub_in_thread
+from tests import polling
+from tests.fleet.processes import FLEET_TOKEN, role_process, seaweedfs
+
+pytestmark = pytest.mark.slow
+ALIASES = {"support": "smollm2", "canary": "smollm2-b"}
+SIDECARS = ("replica-1", "replica-2", "replica-3")
+
+
+def send(sidecar_url: str, tag: str, n: int) -> None:
+    client = openai.OpenAI(base_url=sidecar_url + "/v1", api_key="client-key", max_retries=0)
+    for i in range(n):
+        messages = [{"role": "user", "content": f"{tag} question {i}"}]
+        if i % 2:
+            stream = client.chat.completions.create(model="support", messages=messages, stream=True)
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        else:
+            reply = client.chat.completions.create(model="support", messages=messages)
+            assert reply.choices[0].message.content
+
+
+def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every_sidecar(tmp_path):
+    stub, stub_port = start_stub_in_thread()
+    with seaweedfs(tmp_path / "s3") as store:
+        controller = role_process(tmp_path / "controller", "controller", store, aliases=ALIASES)
+        sidecars = [
+            role_process(
+                tmp_path / name,
+                "sidecar",
+                store,
+                aliases=ALIASES,
+                sidecar={"upstream_url": f"http://127.0.0.1:{stub_port}"},
+                capture={"flush_interval_s": 0.2},
+                fleet={
+                    "sidecar_id": name,
+                    "controller_url": controller.api,
+                    "shard_max_age_s": 0.5,
+                    "routing_poll_s": 0.3,
+                },
+            )
+            for name in SIDECARS
+        ]
+        try:
+            controller.start()
+            for sidecar in sidecars:
+                sidecar.start()
+            for sidecar, name in zip(sidecars, SIDECARS, strict=True):
+                send(sidecar.url, name, 10)
+
+            # Object storage goes away during traffic: shards spool, then upload once it is back.
+            store.stop()
+            for sidecar, name in zip(sidecars, SIDECARS, strict=True):
+                send(sidecar.url, f"{name}-outage", 6)  # traffic is not affected
+            polling.wait_until(
+                lambda: all(s.metric("driftloop_spool_shards") > 0 for s in sidecars),
+                what="every sidecar to spool shards while SeaweedFS is down",
+                timeout_s=60,
+            )
+            assert all(s.metric("driftloop_object_store_up") == 0 for s in sidecars)
+            store.start()
+            polling.wait_until(
+                lambda: all(s.metric("driftloop_spool_shards") == 0 for s in sidecars),
+                what="every spool to drain once SeaweedFS is back",
+                timeout_s=90,
+            )
+
+            def captured() -> int:
+                return int(controller.call("GET", "/api/v1/status").json()["captured"]["rows"] or 0)
+
+            polling.wait_until(lambda: captured() >= 48, what="48 rows ingested", timeout_s=90)
+            assert controller.metric("driftloop_ingest_lag_seconds") == 0
+
+            # An alias change through the control API reaches every sidecar.
+            reply = controller.call(
+                "PUT",
+                "/api/v1/routing/support",
+                json={"served_model": "smollm2-b", "reason": "test"},
+            )
+            assert reply.status_code == 200, reply.text
+            version = reply.json()["version"]
+            polling.wait_until(
+                lambda: all(
+                    s.metric("driftloop_routing_applied_version") == version for s in sidecars
+                ),
+                what=f"every sidecar to apply routing version {version}",
+                timeout_s=30,
+            )
+            for sidecar, name in zip(sidecars, SIDECARS, strict=True):
+                send(sidecar.url, f"{name}-after", 2)
+            polling.wait_until(lambda: captured() >= 54, what="54 rows ingested", timeout_s=60)
+            fleet = controller.call("GET", "/api/v1/fleet/sidecars").json()["sidecars"]
+            assert {n: fleet[n]["version"] for n in SIDECARS} == dict.fromkeys(SIDECARS, version)
+            # The fleet token reads the routing table and nothing else.
+            forbidden = controller.call("GET", "/api/v1/audit")
+            assert forbidden.status_code == 200
+            import httpx
+
+            as_fleet = {"authorization": f"Bearer {FLEET_TOKEN}"}
+            assert httpx.get(controller.api + "/api/v1/audit", headers=as_fleet).status_code == 403
+            assert (
+                httpx.put(
+                    controller.api + "/api/v1/routing/support",
+                    headers=as_fleet,
+                    json={"served_model": "smollm2", "reason": "x"},
+                ).status_code
+                == 403
+            )
+        finally:
+            for sidecar in sidecars:
+                sidecar.stop()
+            controller.stop()
+            stub.stop()
+
+    con = duckdb.connect(str(tmp_path / "controller" / "controller.duckdb"), read_only=True)
+    rows = con.execute(
+        "SELECT sidecar_id, count(*), count(DISTINCT request_id),"
+        " count(*) FILTER (WHERE stream), count(*) FILTER (WHERE served_model = 'smollm2-b')"
+        " FROM requests GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert rows == [(name, 18, 18, 9, 2) for name in SIDECARS]
+    assert con.execute("SELECT DISTINCT model_alias FROM requests").fetchall() == [("support",)]
+    assert con.execute(
+        "SELECT count(*) FROM ingested_shards WHERE status <> 'ingested'"
+    ).fetchall() == [(0,)]
