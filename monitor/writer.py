@@ -56,6 +56,7 @@ class CaptureWriter:
     put, and those GIL hand-offs cost the proxy more than the capture itself.)
 
     >>> from prometheus_client import CollectorRegistry
+    >>> from monitor.store import Store
     >>> writer = CaptureWriter(Store.open(":memory:"), SidecarMetrics(CollectorRegistry()))
     >>> writer.start(); writer.close()
     """

@@ -9,7 +9,9 @@ from driftloop.api.audit import AuditMetrics
 from driftloop.cli.main import cli
 from driftloop.config import documented_keys
 from judges.metrics import JudgeMetrics
+from monitor.fleet_metrics import IngestMetrics, ShardMetrics
 from monitor.metrics import DriftMetrics, SidecarMetrics
+from monitor.routing import RoutingMetrics
 from retrain.metrics import LoopMetrics
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -56,6 +58,9 @@ def test_every_metric_is_in_the_readme():
     LoopMetrics(registry)
     JudgeMetrics(registry)
     AuditMetrics(registry)
+    ShardMetrics(registry)
+    RoutingMetrics(registry)
+    IngestMetrics(CollectorRegistry())  # shares driftloop_object_store_up with ShardMetrics
     names = []
     for family in registry.collect():
         suffix = "_total" if family.type == "counter" else ""
