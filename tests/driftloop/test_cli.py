@@ -85,3 +85,28 @@ def test_drift_report_reads_the_running_service_and_writes_html_and_png(tmp_path
     assert "drifted: support/combined" in result.stdout
     assert (out / "drift-summary.png").read_bytes()[:4] == b"\x89PNG"
     assert "support" in (out / "drift-report.html").read_text()
+
+
+def test_the_fleet_roles_name_the_keys_they_lack(tmp_path):
+    path = tmp_path / "driftloop.toml"
+    path.write_text("[vllm]\nlaunch = false\n")
+    env = {"DRIFTLOOP_API_TOKEN": "t" * 32, "DRIFTLOOP_FLEET_TOKEN": "f" * 32}
+    sidecar = CliRunner().invoke(cli, ["sidecar", "--config", str(path)], env=env)
+    assert sidecar.exit_code == 1
+    assert "fleet.sidecar_id, fleet.object_store_url, fleet.controller_url" in sidecar.output
+    controller = CliRunner().invoke(cli, ["controller", "--config", str(path)], env=env)
+    assert controller.exit_code == 1
+    assert "`driftloop controller` needs fleet.object_store_url" in controller.output
+
+
+def test_the_sidecar_refuses_to_start_without_the_fleet_token(tmp_path):
+    path = tmp_path / "driftloop.toml"
+    path.write_text(
+        '[vllm]\nlaunch = false\n[fleet]\nsidecar_id = "r1"\nobject_store_url = "store"\n'
+        'controller_url = "http://127.0.0.1:9"\n'
+    )
+    result = CliRunner().invoke(
+        cli, ["sidecar", "--config", str(path)], env={"DRIFTLOOP_FLEET_TOKEN": ""}
+    )
+    assert result.exit_code == 1
+    assert "DRIFTLOOP_FLEET_TOKEN must hold the fleet token" in result.output
