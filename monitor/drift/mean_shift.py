@@ -268,21 +268,11 @@ def mean_shift_test(
         raise ValueError(f"draws must be >= 1, got {draws}")
     if quadratic_weight < 0:
         raise ValueError(f"quadratic_weight must be >= 0, got {quadratic_weight}")
-    ref = check_embeddings("reference", reference)
-    cur = check_embeddings("current", current, dim=ref.shape[1])
+    ref, cur, ref_codes, cur_codes = _checked_windows(reference, current, sessions)
     n_ref, n_cur = len(ref), len(cur)
     total = n_ref + n_cur
-    if total < 3:
-        raise ValueError(f"the mean shift test needs at least 3 rows, got {total}")
-    if sessions is None:
-        ref_codes, cur_codes = np.arange(n_ref), np.arange(n_cur)
-    else:
-        ref_codes = check_codes("reference", sessions[0], n_ref)
-        cur_codes = check_codes("current", sessions[1], n_cur)
     g_ref, g_cur = unit_count(ref_codes), unit_count(cur_codes)
     grouped = g_ref + g_cur < total
-    if grouped and min(g_ref, g_cur) < 2:
-        raise ValueError(f"each window needs >= 2 sessions, got {g_ref} and {g_cur}")
     ref_mean = ref.mean(axis=0, dtype=np.float64)
     cur_mean = cur.mean(axis=0, dtype=np.float64)
     mean_shift = cur_mean - ref_mean
@@ -310,23 +300,14 @@ def mean_shift_test(
         )
     if block is not None:
         shift = np.concatenate([shift, block.shift])
-    deff = 1.0
     if grouped:
-        features = linear if block is None else np.hstack([linear, block.features])
-        units = session_features(features, sample_codes, (n_ref, n_cur), (g_ref, g_cur))
-        feature_cov = units.T @ units / len(units)
-        squared_norms = np.einsum("gd,gd->g", units, units)
-        null = gaussian_null(feature_cov, squared_norms, g_ref, g_cur)
+        sizes = (n_ref, n_cur)
+        feature_cov, null = _session_null(linear, block, sample_codes, sizes, (g_ref, g_cur))
         deff = design_effect(linear, sample_codes)
         units_total, units_ref, units_cur = g_ref + g_cur, g_ref, g_cur
     else:
-        feature_cov = covariance / norm
-        squared_norms = np.einsum("nd,nd->n", linear, linear, dtype=np.float64)
-        if block is not None:
-            cross = (linear.T @ block.features).astype(np.float64) / len(linear)
-            feature_cov = np.block([[feature_cov, cross], [cross.T, block.covariance]])
-            squared_norms += np.einsum("nd,nd->n", block.features, block.features, dtype=np.float64)
-        null = gaussian_null(feature_cov, squared_norms, n_ref, n_cur)
+        feature_cov, null = _row_null(linear, block, covariance / norm, (n_ref, n_cur))
+        deff = 1.0
         units_total, units_ref, units_cur = total, n_ref, n_cur
     score = float(shift @ shift)
     null_scores = null.draw(draws, rng)
@@ -339,17 +320,8 @@ def mean_shift_test(
     expected = norm * float(np.trace(feature_cov[:dim, :dim])) * scale
     mde = None
     if labels is not None:
-        pooled_labels = np.concatenate([np.asarray(labels[0]), np.asarray(labels[1])])
-        offset = typical_offset(
-            np.concatenate([ref, cur]), pooled_labels.astype(np.intp), pooled_mean
-        )
-        if offset is not None:
-            direction = np.zeros(len(null.weights))
-            direction[:dim] = offset / np.sqrt(norm)
-            threshold = chi2_quantile(alpha if mde_alpha is None else mde_alpha, null.cumulants)
-            mde = min_detectable_shift(
-                null.weights, null.vectors.T @ direction, null.spread, threshold
-            )
+        level = alpha if mde_alpha is None else mde_alpha
+        mde = _detectable_shift(np.concatenate([ref, cur]), labels, pooled_mean, null, norm, level)
     return Calibrated(
         score=score,
         p_value=p,
@@ -360,6 +332,75 @@ def mean_shift_test(
         design_effect=deff,
         min_detectable_shift=mde,
     )
+
+
+def _checked_windows(
+    reference: ArrayLike, current: ArrayLike, sessions: tuple[ArrayLike, ArrayLike] | None
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.intp], NDArray[np.intp]]:
+    """Both windows' rows and unit ids (rows are their own units without ``sessions``)."""
+    ref = check_embeddings("reference", reference)
+    cur = check_embeddings("current", current, dim=ref.shape[1])
+    n_ref, n_cur = len(ref), len(cur)
+    if n_ref + n_cur < 3:
+        raise ValueError(f"the mean shift test needs at least 3 rows, got {n_ref + n_cur}")
+    if sessions is None:
+        return ref, cur, np.arange(n_ref), np.arange(n_cur)
+    ref_codes = check_codes("reference", sessions[0], n_ref)
+    cur_codes = check_codes("current", sessions[1], n_cur)
+    g_ref, g_cur = unit_count(ref_codes), unit_count(cur_codes)
+    if g_ref + g_cur < n_ref + n_cur and min(g_ref, g_cur) < 2:
+        raise ValueError(f"each window needs >= 2 sessions, got {g_ref} and {g_cur}")
+    return ref, cur, ref_codes, cur_codes
+
+
+def _session_null(
+    linear: NDArray[np.float32],
+    block: QuadraticBlock | None,
+    sample_codes: NDArray[np.intp],
+    sizes: tuple[int, int],
+    units: tuple[int, int],
+) -> tuple[NDArray[np.float64], GaussianNull]:
+    """The null of the score when whole sessions are permuted: from per-session feature sums."""
+    features = linear if block is None else np.hstack([linear, block.features])
+    per_unit = session_features(features, sample_codes, sizes, units)
+    feature_cov = per_unit.T @ per_unit / len(per_unit)
+    squared_norms = np.einsum("gd,gd->g", per_unit, per_unit)
+    return feature_cov, gaussian_null(feature_cov, squared_norms, units[0], units[1])
+
+
+def _row_null(
+    linear: NDArray[np.float32],
+    block: QuadraticBlock | None,
+    linear_cov: NDArray[np.float64],
+    sizes: tuple[int, int],
+) -> tuple[NDArray[np.float64], GaussianNull]:
+    """The null of the score when rows are permuted (the mean block, and the quadratic one)."""
+    feature_cov = linear_cov
+    squared_norms = np.einsum("nd,nd->n", linear, linear, dtype=np.float64)
+    if block is not None:
+        cross = (linear.T @ block.features).astype(np.float64) / len(linear)
+        feature_cov = np.block([[feature_cov, cross], [cross.T, block.covariance]])
+        squared_norms += np.einsum("nd,nd->n", block.features, block.features, dtype=np.float64)
+    return feature_cov, gaussian_null(feature_cov, squared_norms, sizes[0], sizes[1])
+
+
+def _detectable_shift(
+    rows: NDArray[np.float32],
+    labels: tuple[ArrayLike, ArrayLike],
+    pooled_mean: NDArray[np.float64],
+    null: GaussianNull,
+    norm: float,
+    level: float,
+) -> float | None:
+    """The share of traffic moving to a typical cluster that this test catches at ``level``."""
+    pooled_labels = np.concatenate([np.asarray(labels[0]), np.asarray(labels[1])])
+    offset = typical_offset(rows, pooled_labels.astype(np.intp), pooled_mean)
+    if offset is None:
+        return None
+    direction = np.zeros(len(null.weights))
+    direction[: rows.shape[1]] = offset / np.sqrt(norm)
+    threshold = chi2_quantile(level, null.cumulants)
+    return min_detectable_shift(null.weights, null.vectors.T @ direction, null.spread, threshold)
 
 
 def cluster_contributions(
