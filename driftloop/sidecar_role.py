@@ -112,7 +112,14 @@ def build_fleet_sidecar(
         on_sealed=lambda: uploader_box[0].wake() if uploader_box else None,
     )
     uploader = Uploader(
-        spool, open_object_store(cfg), shard_metrics, tick=sink.seal_if_due, rename=sink.rename
+        spool,
+        open_object_store(cfg),
+        shard_metrics,
+        tick=sink.seal_if_due,
+        # The tick seals shards that reached their age: a quarter of it keeps kill -9 loss near
+        # capture.flush_interval_s + 1.25 x fleet.shard_max_age_s.
+        interval_s=min(0.5, cfg.fleet.shard_max_age_s / 4),
+        rename=sink.rename,
     )
     uploader_box.append(uploader)
     writer = CaptureWriter(
