@@ -167,9 +167,7 @@ class RoleProcess:
         return True
 
 
-def role_process(
-    folder: Path, role: str, store: SeaweedFS, **sections: dict[str, Any]
-) -> RoleProcess:
+def role_process(folder: Path, role: str, store: SeaweedFS, **sections: Any) -> RoleProcess:
     folder.mkdir(parents=True, exist_ok=True)
     port, api_port = free_port(), free_port()
     config = {
@@ -189,9 +187,9 @@ def role_process(
         **sections,
     }
     path = folder / "driftloop.toml"
-    lines = []
+    lines = [f"{k} = {json.dumps(v)}" for k, v in config.items() if not isinstance(v, dict)]
     for section, values in config.items():
-        if section == "aliases":
+        if section == "aliases" or not isinstance(values, dict):
             continue
         lines.append(f"[{section}]")
         lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]

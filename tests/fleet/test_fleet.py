@@ -7,6 +7,8 @@ controller stops (DuckDB has one writer). The alias change goes through the cont
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import openai
 import pytest
@@ -17,6 +19,7 @@ from tests.fleet.processes import FLEET_TOKEN, role_process, seaweedfs
 
 pytestmark = pytest.mark.slow
 ALIASES = {"support": "smollm2", "canary": "smollm2-b"}
+CACHE = Path(__file__).resolve().parents[2] / ".cache"
 SIDECARS = ("replica-1", "replica-2", "replica-3")
 
 
@@ -35,7 +38,21 @@ def send(sidecar_url: str, tag: str, n: int) -> None:
 def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every_sidecar(tmp_path):
     stub, stub_port = start_stub_in_thread()
     with seaweedfs(tmp_path / "s3") as store:
-        controller = role_process(tmp_path / "controller", "controller", store, aliases=ALIASES)
+        controller = role_process(
+            tmp_path / "controller",
+            "controller",
+            store,
+            aliases=ALIASES,
+            cache_dir=str(CACHE),  # the ONNX export of the embedding model, made once
+            drift={
+                "enabled": True,
+                "interval_s": 1.0,
+                "embed_interval_s": 0.5,
+                "reference_size": 27,
+                "window_size": 27,
+                "min_samples": 10,
+            },
+        )
         sidecars = [
             role_process(
                 tmp_path / name,
@@ -82,6 +99,23 @@ def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every
 
             polling.wait_until(lambda: captured() >= 48, what="48 rows ingested", timeout_s=90)
             assert controller.metric("driftloop_ingest_lag_seconds") == 0
+
+            # Drift is evaluated over the whole fleet's traffic of the alias.
+            def fleet_wide_evaluation() -> dict | None:
+                for row in controller.call("GET", "/api/v1/drift/latest").json():
+                    whole_fleet = row["n_reference"] + row["n_current"] == 48
+                    if (
+                        row["model_alias"] == "support"
+                        and row["signal"] == "combined"
+                        and whole_fleet
+                    ):
+                        return row
+                return None
+
+            evaluation = polling.wait_until(
+                fleet_wide_evaluation, what="a drift evaluation over 48 rows", timeout_s=120
+            )
+            assert evaluation["reason"]
 
             # An alias change through the control API reaches every sidecar.
             reply = controller.call(
