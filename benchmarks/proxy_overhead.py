@@ -54,7 +54,7 @@ MODEL = "bench-model"
 LITELLM_KEY = "sk-bench-master-key"
 SIDECAR_API_TOKEN = "bench-control-api-token"
 
-TARGETS = ("direct", "sidecar", "passthrough", "litellm")
+TARGETS = ("direct", "sidecar", "fleet-sidecar", "passthrough", "litellm")
 MODES = ("json", "stream")
 CONCURRENCY = (1, 8, 64)
 PASSTHROUGH_MARGIN = 0.10  # the sidecar should stay within 10% of the pass-through floor
@@ -322,10 +322,31 @@ def launch_litellm(tmp: Path, upstream: str, cpus: set[int] | None) -> tuple[Ser
     return Service(argv, tmp / "litellm.log", cpus, env), f"http://127.0.0.1:{port}"
 
 
-READY_PATHS = {"sidecar": "/healthz", "passthrough": "/v1/models", "litellm": "/health/liveliness"}
-START_TIMEOUT_S = {"sidecar": 60.0, "passthrough": 20.0, "litellm": 180.0}
+def launch_fleet_sidecar(tmp: Path, upstream: str, cpus: set[int] | None) -> tuple[Service, str]:
+    """``driftloop sidecar``: capture into shards in a folder store; no controller answers."""
+    port = free_port()
+    config = tmp / "fleet-sidecar.toml"
+    config.write_text(
+        f'[sidecar]\nhost = "127.0.0.1"\nport = {port}\nupstream_url = "{upstream}"\n'
+        f"[capture]\nsample_rate = 1.0\n[vllm]\nlaunch = false\n"
+        f'[fleet]\nsidecar_id = "bench"\nobject_store_url = "{tmp / "objects"}"\n'
+        f'spool_dir = "{tmp / "spool"}"\ncontroller_url = "http://127.0.0.1:9"\n'
+    )
+    argv = [sys.executable, "-m", "driftloop", "sidecar", "--config", str(config)]
+    env = {"DRIFTLOOP_FLEET_TOKEN": SIDECAR_API_TOKEN}
+    return Service(argv, tmp / "fleet-sidecar.log", cpus, env), f"http://127.0.0.1:{port}"
+
+
+READY_PATHS = {
+    "sidecar": "/healthz",
+    "fleet-sidecar": "/healthz",
+    "passthrough": "/v1/models",
+    "litellm": "/health/liveliness",
+}
+START_TIMEOUT_S = {"sidecar": 60.0, "fleet-sidecar": 60.0, "passthrough": 20.0, "litellm": 180.0}
 LAUNCHERS = {
     "sidecar": launch_sidecar,
+    "fleet-sidecar": launch_fleet_sidecar,
     "passthrough": launch_passthrough,
     "litellm": launch_litellm,
 }
@@ -344,7 +365,7 @@ def _version(name: str) -> str:
     if name == "litellm":
         code = "import importlib.metadata as m; print(m.version('litellm'))"
         return "litellm " + _output([str(BENCH_VENV / "bin" / "python"), "-c", code])
-    if name == "sidecar":
+    if name in ("sidecar", "fleet-sidecar"):
         return "driftloop " + _output(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
     if name == "passthrough":
         return "aiohttp " + importlib.metadata.version("aiohttp")
@@ -538,6 +559,10 @@ def _rps(run: dict[str, Any]) -> float:
     return float(run["requests"] / run["duration_s"])
 
 
+def _cpu_per_request(run: dict[str, Any]) -> float | None:
+    return run["cpu_s"] / run["requests"] if run["cpu_s"] is not None and run["requests"] else None
+
+
 def paired(a: dict[str, Any], b: dict[str, Any], metric: str) -> float | None:
     """Median over rounds of a/b, pairing the runs of one round (taken seconds apart).
 
@@ -545,7 +570,12 @@ def paired(a: dict[str, Any], b: dict[str, Any], metric: str) -> float | None:
     """
     values = []
     for run_a, run_b in zip(a["runs"], b["runs"], strict=True):
-        x, y = (_rps(run_a), _rps(run_b)) if metric == "rps" else (run_a[metric], run_b[metric])
+        if metric == "rps":
+            x, y = _rps(run_a), _rps(run_b)
+        elif metric == "cpu_per_request":
+            x, y = _cpu_per_request(run_a), _cpu_per_request(run_b)
+        else:
+            x, y = run_a[metric], run_b[metric]
         if x is not None and y:
             values.append(x / y)
     return _median(values)
@@ -573,6 +603,11 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 vs_litellm = entry["sidecar_vs_litellm_rps"] = paired(side, anchor, "rps")
                 if vs_litellm is not None:
                     entry["at_least_30x"] = vs_litellm >= LITELLM_FACTOR
+            fleet = by_key.get(("fleet-sidecar", mode, c))
+            if fleet and floor:
+                entry["fleet_sidecar_vs_passthrough_rps"] = paired(fleet, floor, "rps")
+                entry["fleet_sidecar_vs_passthrough_p99"] = paired(fleet, floor, "p99_ms")
+                entry["fleet_sidecar_vs_passthrough_cpu"] = paired(fleet, floor, "cpu_per_request")
             if anchor and floor:
                 entry["passthrough_vs_litellm_rps"] = paired(floor, anchor, "rps")
             out.append(entry)
@@ -614,6 +649,8 @@ def print_report(
         ratio_table.add_column(column, justify="right")
     for column in ("rps side/LiteLLM", "≥ 30×", "rps pass/LiteLLM"):
         ratio_table.add_column(column, justify="right")
+    for column in ("rps fleet/pass", "p99 fleet/pass", "CPU fleet/pass"):
+        ratio_table.add_column(column, justify="right")
     for r in ratio_rows:
         ratio_table.add_row(
             r["mode"],
@@ -625,6 +662,9 @@ def print_report(
             _ratio(r.get("sidecar_vs_litellm_rps")),
             _verdict(r.get("at_least_30x")),
             _ratio(r.get("passthrough_vs_litellm_rps")),
+            _ratio(r.get("fleet_sidecar_vs_passthrough_rps")),
+            _ratio(r.get("fleet_sidecar_vs_passthrough_p99")),
+            _ratio(r.get("fleet_sidecar_vs_passthrough_cpu")),
         )
     console.print(ratio_table)
     for target in targets:
