@@ -41,7 +41,7 @@ def test_the_stack_has_every_service_with_an_image_or_a_build():
         assert ("image" in service) != ("build" in service), f"{name}: image xor build"
         assert set(service) <= {
             *("image", "build", "command", "environment", "volumes", "ports", "profiles"),
-            *("deploy", "healthcheck", "networks", "ipc", "depends_on"),
+            *("deploy", "healthcheck", "networks", "ipc", "depends_on", "entrypoint"),
         }, name
     assert SERVICES["vllm"]["profiles"] == ["gpu"]
     assert (
