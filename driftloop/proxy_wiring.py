@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -21,6 +22,19 @@ from monitor.redaction import PatternRedactor
 from monitor.sampling import Sampler, TrustedNetworks
 from monitor.sidecar import Sidecar
 from monitor.writer import CaptureWriter
+
+
+def capture_writer_options(cfg: Config) -> dict[str, Any]:
+    """The capture writer's buffer, batching and redaction settings (capture.*), for any sink."""
+    capture = cfg.capture
+    return {
+        "queue_size": capture.queue_size,
+        "max_buffer_bytes": capture.max_buffer_bytes,
+        "batch_size": capture.batch_size,
+        "max_batch_bytes": capture.max_batch_bytes,
+        "flush_interval_s": capture.flush_interval_s,
+        "redact": redactor(cfg),
+    }
 
 
 def build_proxy(

@@ -20,6 +20,7 @@ from driftloop.judges_wiring import judge_jobs
 from driftloop.proxy_wiring import (
     Server,
     build_proxy,
+    capture_writer_options,
     exit_on_sigterm,
     redactor,
     run_servers,
@@ -118,12 +119,7 @@ def _open_capture(cfg: Config, metrics: SidecarMetrics) -> tuple[Store | None, C
         opener=opener,
         problem=problem,
         faults=faults,
-        queue_size=cfg.capture.queue_size,
-        max_buffer_bytes=cfg.capture.max_buffer_bytes,
-        batch_size=cfg.capture.batch_size,
-        max_batch_bytes=cfg.capture.max_batch_bytes,
-        flush_interval_s=cfg.capture.flush_interval_s,
-        redact=redactor(cfg),
+        **capture_writer_options(cfg),
     )
     return store, writer
 

@@ -19,8 +19,8 @@ from driftloop.config import Config, ConfigError, check_role
 from driftloop.proxy_wiring import (
     Server,
     build_proxy,
+    capture_writer_options,
     exit_on_sigterm,
-    redactor,
     run_servers,
     uvicorn_config,
 )
@@ -102,14 +102,12 @@ def build_fleet_sidecar(
     aliases = AliasTable(cfg.aliases, known_models=known)
     tune_allocator()
     spool = ShardSpool(cfg.fleet.spool_dir, cfg.fleet.spool_max_bytes, shard_metrics)
-    uploader_box: list[Uploader] = []
     sink = ShardSink(
         spool,
         cfg.fleet.sidecar_id,
         shard_metrics,
         max_bytes=cfg.fleet.shard_max_bytes,
         max_age_s=cfg.fleet.shard_max_age_s,
-        on_sealed=lambda: uploader_box[0].wake() if uploader_box else None,
     )
     uploader = Uploader(
         spool,
@@ -121,17 +119,8 @@ def build_fleet_sidecar(
         interval_s=min(0.5, cfg.fleet.shard_max_age_s / 4),
         rename=sink.rename,
     )
-    uploader_box.append(uploader)
-    writer = CaptureWriter(
-        sink,
-        metrics,
-        queue_size=cfg.capture.queue_size,
-        max_buffer_bytes=cfg.capture.max_buffer_bytes,
-        batch_size=cfg.capture.batch_size,
-        max_batch_bytes=cfg.capture.max_batch_bytes,
-        flush_interval_s=cfg.capture.flush_interval_s,
-        redact=redactor(cfg),
-    )
+    sink.on_sealed = uploader.wake  # a sealed shard is uploaded now, not at the next tick
+    writer = CaptureWriter(sink, metrics, **capture_writer_options(cfg))
     routing = RoutingFollower(
         aliases,
         cfg.fleet.controller_url,

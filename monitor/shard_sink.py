@@ -43,7 +43,8 @@ class ShardSink:
         self.path = str(spool.folder)
         self.faults = Faults()
         self._max_bytes, self._max_age_s = max_bytes, max_age_s
-        self._clock, self._on_sealed = clock, on_sealed
+        self._clock = clock
+        self.on_sealed = on_sealed  # the uploader's wake-up, set once both exist
         self._lock = threading.Lock()
         self._open: list[pa.Table] = []
         self._open_bytes = 0
@@ -105,7 +106,7 @@ class ShardSink:
         self._take_sequence()
         self._open, self._open_bytes = [], 0
         self._metrics.sealed.inc()
-        self._on_sealed()
+        self.on_sealed()
 
     def _take_sequence(self) -> int:
         sequence = self._next
