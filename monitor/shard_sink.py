@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from monitor.capture_table import SHARD_SCHEMA, SIDECAR_COLUMN
 from monitor.faults import Faults
 from monitor.fleet_metrics import ShardMetrics
 from monitor.shard_spool import ShardSpool, SpoolFullError, shard_key
+
+log = logging.getLogger(__name__)
 
 
 class ShardSink:
@@ -74,16 +77,26 @@ class ShardSink:
         return batch.num_rows
 
     def seal_if_due(self) -> None:
-        """Seal the open shard once it is ``max_age_s`` old (the uploader calls this)."""
+        """Seal the open shard once it is ``max_age_s`` old (the uploader calls this).
+
+        A full spool keeps the rows open: the uploader goes on to upload (which frees the spool)
+        and the next tick seals them.
+        """
         with self._lock:
             if self._open and self._clock() - self._opened_at >= self._max_age_s:
-                self._seal()
+                with contextlib.suppress(SpoolFullError):
+                    self._seal()
 
     def close(self) -> None:
-        """Seal what is open (kept in memory if the spool is full: reported by the caller)."""
+        """Seal what is open; rows that cannot be (the spool is full) are lost, and logged."""
         with self._lock:
-            if self._open:
+            if not self._open:
+                return
+            try:
                 self._seal()
+            except SpoolFullError as exc:
+                lost = sum(t.num_rows for t in self._open)
+                log.error("%d captured rows lost at shutdown: %s", lost, exc)
 
     def rename(self, key: str) -> str:
         """A fresh key for a shard whose name collided in object storage."""

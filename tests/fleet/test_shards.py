@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.capture import CapturedExchange
+from monitor.capture import CapturedExchange, rows_to_arrow, to_row
 from monitor.fleet_metrics import IngestMetrics, ShardMetrics
 from monitor.ingest import ShardIngest
 from monitor.metrics import SidecarMetrics
@@ -175,3 +175,33 @@ def test_a_full_spool_refuses_shards_and_the_writer_keeps_the_rows(tmp_path):
     assert spool.pending() == [shard_key("a", 1, 0.0)]
     # a restarted sidecar finds what was spooled
     assert ShardSpool(tmp_path / "spool", 100, metrics).pending() == [shard_key("a", 1, 0.0)]
+
+
+def test_a_full_spool_holds_the_open_shard_until_uploads_free_it(tmp_path):
+    backend = ObjectStore.open(str(tmp_path / "bucket"))
+    down = Unreachable(backend)
+    metrics = ShardMetrics(CollectorRegistry())
+    spool = ShardSpool(tmp_path / "spool", 2**20, metrics)
+    now = [1_764_600_000.0]
+    sink = ShardSink(spool, "replica-1", metrics, max_age_s=1.0, clock=lambda: now[0])
+    uploader = Uploader(spool, down, metrics, tick=sink.seal_if_due)
+
+    def tick_after(rows: range) -> None:
+        sink.append("requests", rows_to_arrow([to_row(exchange(i), str) for i in rows]))
+        now[0] += 2
+        sink.seal_if_due()  # the uploader's tick: never raises, even with the spool full
+
+    tick_after(range(20))
+    assert len(spool.pending()) == 1
+    spool.max_bytes = spool.bytes + 1  # storage is down and the spool is now full
+    tick_after(range(20, 40))
+    assert len(spool.pending()) == 1  # the second shard is held open, not lost
+    assert not uploader.upload_pending()
+
+    down.up = True
+    assert uploader.upload_pending() and spool.pending() == []
+    sink.seal_if_due()  # room again: the held rows are sealed
+    assert uploader.upload_pending() and spool.pending() == []
+    store, ingest, _ = controller(tmp_path, backend)
+    assert ingest.run() == 40
+    store.close()
