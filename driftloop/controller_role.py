@@ -1,6 +1,7 @@
-"""`driftloop controller`: one per fleet; ingests every sidecar's shards and runs the loop on them.
+"""`driftloop controller`: one per fleet; ingests every sidecar's shards and evaluates drift on them.
 
-It owns the DuckDB file. Shards are listed and loaded on ``fleet.ingest_interval_s``; embeddings
+It owns the DuckDB file. The retrain loop is not wired into this role yet, and the routing table
+lives in memory: a restarted controller serves the config's aliases again (version 0). Shards are listed and loaded on ``fleet.ingest_interval_s``; embeddings
 and drift then run per alias over the whole fleet's traffic, as in `driftloop serve`. The control
 API serves the routing table that sidecars follow (``fleet_routes``). Its own metrics listen on
 ``sidecar.host:sidecar.port`` (a controller has no proxy there).
