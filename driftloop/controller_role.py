@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from driftloop.api.app import create_api
 from driftloop.api.fleet_routes import FleetMembers, fleet_router
 from driftloop.api.guard import ApiGuard
 from driftloop.api.server import ApiServer, ApiServerError
 from driftloop.config import Config, check_role
+from driftloop.proxy_wiring import alias_table
 from driftloop.scheduling import Job, Jobs
-from driftloop.schema import MIGRATIONS
-from driftloop.service import api_token, drift_jobs
+from driftloop.service import api_token, drift_jobs, open_database
 from driftloop.sidecar_role import open_object_store
 from monitor.aliases import AliasTable
 from monitor.embedding_job import EmbeddingWorker
@@ -57,15 +58,8 @@ class Controller:
 def build_controller(cfg: Config, registry: CollectorRegistry | None = None) -> Controller:
     check_role(cfg, "controller")
     registry = registry or CollectorRegistry()
-    store = Store.open(
-        cfg.capture.db_path,
-        memory_limit_bytes=cfg.capture.duckdb_memory_limit_bytes,
-        threads=cfg.capture.duckdb_threads,
-        verify=True,
-        migrations=MIGRATIONS,
-    )
-    known = {cfg.vllm.served_model_name, *cfg.capture.sample_rates, *cfg.aliases.values()}
-    aliases = AliasTable(cfg.aliases, known_models=known)
+    store = open_database(cfg)
+    aliases = alias_table(cfg)
     metrics = IngestMetrics(registry)
     ingest = ShardIngest(store, open_object_store(cfg), metrics)
     jobs = Jobs([Job("ingest", ingest.run, cfg.fleet.ingest_interval_s)])
@@ -79,8 +73,6 @@ def build_controller(cfg: Config, registry: CollectorRegistry | None = None) -> 
 
 
 def controller_api(cfg: Config, parts: Controller) -> ApiGuard:
-    from driftloop.api.app import create_api
-
     return create_api(
         api_token(cfg),
         parts.store,

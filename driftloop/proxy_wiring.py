@@ -24,6 +24,12 @@ from monitor.sidecar import Sidecar
 from monitor.writer import CaptureWriter
 
 
+def alias_table(cfg: Config) -> AliasTable:
+    """The configured aliases; every served or sampled name is a known metric label."""
+    known = {cfg.vllm.served_model_name, *cfg.capture.sample_rates, *cfg.aliases.values()}
+    return AliasTable(cfg.aliases, known_models=known)
+
+
 def capture_writer_options(cfg: Config) -> dict[str, Any]:
     """The capture writer's buffer, batching and redaction settings (capture.*), for any sink."""
     capture = cfg.capture

@@ -19,6 +19,7 @@ from driftloop.config import Config, check_api_token
 from driftloop.judges_wiring import judge_jobs
 from driftloop.proxy_wiring import (
     Server,
+    alias_table,
     build_proxy,
     capture_writer_options,
     exit_on_sigterm,
@@ -90,8 +91,7 @@ def build_components(
     """
     registry = registry or CollectorRegistry()
     metrics = SidecarMetrics(registry)
-    known = {cfg.vllm.served_model_name, *cfg.capture.sample_rates, *cfg.aliases.values()}
-    aliases = AliasTable(cfg.aliases, known_models=known)
+    aliases = alias_table(cfg)
     store, writer = _open_capture(cfg, metrics) if cfg.capture.enabled else (None, None)
     proxy = build_proxy(cfg, upstream_url, metrics, aliases, writer, upstream_api_key)
     parts = Components(Sidecar(proxy, writer), store, aliases, registry)
@@ -145,20 +145,25 @@ def _build_retrain_loop(
     )
 
 
+def open_database(cfg: Config, faults: Faults | None = None) -> Store:
+    """The DuckDB file of `serve` and of the controller, with every package's tables."""
+    return Store.open(
+        cfg.capture.db_path,
+        memory_limit_bytes=cfg.capture.duckdb_memory_limit_bytes,
+        threads=cfg.capture.duckdb_threads,
+        verify=True,  # a mangled block fails here, naming the file, not in a later query
+        faults=faults,
+        migrations=MIGRATIONS,  # every package's tables: this process runs them all
+    )
+
+
 def _open_store(
     cfg: Config, faults: Faults
 ) -> tuple[Store | None, Callable[[], Store] | None, str | None]:
     """The capture store, or why not and how the writer retries (None: it must not retry)."""
 
     def opener() -> Store:
-        return Store.open(
-            cfg.capture.db_path,
-            memory_limit_bytes=cfg.capture.duckdb_memory_limit_bytes,
-            threads=cfg.capture.duckdb_threads,
-            verify=True,  # a mangled block fails here, naming the file, not in a later query
-            faults=faults,
-            migrations=MIGRATIONS,  # every package's tables: this process runs them all
-        )
+        return open_database(cfg, faults)
 
     try:
         return opener(), None, None

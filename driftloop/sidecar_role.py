@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from driftloop.config import Config, ConfigError, check_role
 from driftloop.proxy_wiring import (
     Server,
+    alias_table,
     build_proxy,
     capture_writer_options,
     exit_on_sigterm,
@@ -98,8 +99,7 @@ def build_fleet_sidecar(
     check_role(cfg, "sidecar")
     registry = registry or CollectorRegistry()
     metrics, shard_metrics = SidecarMetrics(registry), ShardMetrics(registry)
-    known = {cfg.vllm.served_model_name, *cfg.capture.sample_rates, *cfg.aliases.values()}
-    aliases = AliasTable(cfg.aliases, known_models=known)
+    aliases = alias_table(cfg)
     tune_allocator()
     spool = ShardSpool(cfg.fleet.spool_dir, cfg.fleet.spool_max_bytes, shard_metrics)
     sink = ShardSink(

@@ -57,6 +57,11 @@ def sidecar_of(key: str) -> str | None:
     return match["sidecar"] if match else None
 
 
+def _sequence(key: str) -> int:
+    """The sequence number of a spooled shard key (the spool keeps only keys that match KEY)."""
+    return int(key.rsplit("/", 1)[-1].removesuffix(".parquet"))
+
+
 def check_sidecar_id(value: str) -> str:
     if not SIDECAR_ID.match(value):
         raise ValueError(f"sidecar id {value!r} must be 1-64 letters, digits, '.', '_' or '-'")
@@ -96,7 +101,7 @@ class ShardSpool:
     def pending(self) -> list[str]:
         """Keys waiting, in sequence order (the order they were sealed)."""
         with self._lock:
-            return sorted(self._sizes, key=lambda k: k.rsplit("/", 1)[-1])
+            return sorted(self._sizes, key=_sequence)
 
     def read(self, key: str) -> bytes:
         return (self.folder / key).read_bytes()
@@ -110,7 +115,7 @@ class ShardSpool:
     def highest_sequence(self) -> int:
         """The largest sequence number waiting here (-1 when empty)."""
         with self._lock:
-            return max((int(KEY.match(k)["seq"]) for k in self._sizes), default=-1)  # type: ignore[index]
+            return max(map(_sequence, self._sizes), default=-1)
 
     @property
     def bytes(self) -> int:
