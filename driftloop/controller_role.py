@@ -1,10 +1,11 @@
 """`driftloop controller`: one per fleet; ingests every sidecar's shards and evaluates drift on them.
 
-It owns the DuckDB file. The retrain loop is not wired into this role yet, and the routing table
-lives in memory: a restarted controller serves the config's aliases again (version 0). Shards are listed and loaded on ``fleet.ingest_interval_s``; embeddings
-and drift then run per alias over the whole fleet's traffic, as in `driftloop serve`. The control
-API serves the routing table that sidecars follow (``fleet_routes``). Its own metrics listen on
-``sidecar.host:sidecar.port`` (a controller has no proxy there).
+It owns the DuckDB file. The retrain loop is not wired into this role yet. Shards are listed and
+loaded on ``fleet.ingest_interval_s``; embeddings and drift then run per alias over the whole
+fleet's traffic, as in `driftloop serve`. The control API serves the routing table that sidecars
+follow (``fleet_routes``); its changes are logged in DuckDB and restored at start
+(``routing_log``). Its own metrics listen on ``sidecar.host:sidecar.port`` (a controller has no
+proxy there).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from prometheus_client import CollectorRegistry, start_http_server
 from driftloop.api.app import create_api
 from driftloop.api.fleet_routes import FleetMembers, fleet_router
 from driftloop.api.guard import ApiGuard
+from driftloop.api.routing_log import RoutingLog
 from driftloop.api.server import ApiServer, ApiServerError
 from driftloop.config import Config, check_role
 from driftloop.proxy_wiring import alias_table
 from driftloop.scheduling import Job, Jobs
 from driftloop.service import api_token, drift_jobs, open_database
 from driftloop.sidecar_role import open_object_store
-from monitor.aliases import AliasTable
 from monitor.embedding_job import EmbeddingWorker
 from monitor.fleet_metrics import IngestMetrics
 from monitor.ingest import ShardIngest
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Controller:
     store: Store
-    aliases: AliasTable
+    routing: RoutingLog
     ingest: ShardIngest
     members: FleetMembers
     metrics: IngestMetrics
@@ -60,6 +61,8 @@ def build_controller(cfg: Config, registry: CollectorRegistry | None = None) -> 
     registry = registry or CollectorRegistry()
     store = open_database(cfg)
     aliases = alias_table(cfg)
+    routing = RoutingLog(store, aliases)
+    routing.restore()
     metrics = IngestMetrics(registry)
     ingest = ShardIngest(store, open_object_store(cfg), metrics)
     jobs = Jobs([Job("ingest", ingest.run, cfg.fleet.ingest_interval_s)])
@@ -68,7 +71,7 @@ def build_controller(cfg: Config, registry: CollectorRegistry | None = None) -> 
         embedder, drift = drift_jobs(cfg, store, registry, aliases)
         jobs.add(*drift.jobs)
     return Controller(
-        store, aliases, ingest, FleetMembers(metrics), metrics, registry, jobs, embedder
+        store, routing, ingest, FleetMembers(metrics), metrics, registry, jobs, embedder
     )
 
 
@@ -77,8 +80,8 @@ def controller_api(cfg: Config, parts: Controller) -> ApiGuard:
         api_token(cfg),
         parts.store,
         None,
-        parts.aliases,
-        [fleet_router(parts.aliases, parts.members, parts.metrics)],
+        parts.routing.aliases,
+        [fleet_router(parts.routing, parts.members, parts.metrics)],
         registry=parts.registry,
         fleet_token=os.environ.get(cfg.fleet.token_env) or None,
         unauthenticated_rate_per_s=cfg.api.unauthenticated_rate_per_s,

@@ -40,6 +40,8 @@ from monitor.writer import CaptureWriter
 
 log = logging.getLogger(__name__)
 
+ROUTING_STATE = "routing.json"  # the last table applied, beside the spooled shards
+
 
 @dataclass
 class FleetSidecar:
@@ -128,6 +130,7 @@ def build_fleet_sidecar(
         cfg.fleet.sidecar_id,
         RoutingMetrics(registry),
         interval_s=cfg.fleet.routing_poll_s,
+        state_path=cfg.fleet.spool_dir / ROUTING_STATE,
     )
     proxy = build_proxy(cfg, upstream_url, metrics, aliases, writer, upstream_api_key)
     return FleetSidecar(Sidecar(proxy, writer), aliases, writer, sink, uploader, routing, registry)

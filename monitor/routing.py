@@ -1,21 +1,26 @@
 """A fleet sidecar's copy of the controller's routing table, kept current by polling.
 
-The sidecar starts with the aliases from its config and serves with them until the controller
-answers; afterwards it applies each new table atomically (``AliasTable.replace``) and keeps the
-last one whenever the controller is unreachable, so traffic never waits on the controller.
+The sidecar starts with the last table it applied (kept in ``state_path``, so a sidecar restarted
+while the controller is down still routes as the fleet does), or with the aliases from its
+config when it never applied one. It applies each new table atomically (``AliasTable.replace``)
+and keeps the last one whenever the controller is unreachable, so traffic never waits on the
+controller.
 Each poll says which version the sidecar applies (the controller exports it per sidecar).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitor.aliases import AliasTable
+from monitor.fs import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,7 @@ class RoutingFollower:
         *,
         interval_s: float = 2.0,
         timeout_s: float = 5.0,
+        state_path: Path | None = None,
     ) -> None:
         self.aliases, self.sidecar_id, self._metrics = aliases, sidecar_id, metrics
         self._interval_s = interval_s
@@ -60,10 +66,13 @@ class RoutingFollower:
             trust_env=False,  # a proxy from the environment must not see the fleet token
         )
         self.applied: int | None = None  # the controller's version; None: still the config's
+        self._etag: str | None = None
+        self._state_path = state_path
         self.problem: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         metrics.version.set_function(lambda: self.applied or 0)
+        self._load_state()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="routing-follower", daemon=True)
@@ -81,7 +90,8 @@ class RoutingFollower:
         headers = {}
         if self.applied is not None:
             params["version"] = self.applied
-            headers["if-none-match"] = f'"{self.applied}"'
+        if self._etag is not None:
+            headers["if-none-match"] = self._etag
         try:
             response = self._client.get(ROUTING_PATH, params=params, headers=headers)
             if response.status_code == 304:
@@ -96,13 +106,40 @@ class RoutingFollower:
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             self._failed(f"{type(exc).__name__}: {exc}")
             return False
-        self.aliases.replace(table, version)
-        if self.applied != version:
-            log.info("routing table version %d applied: %s", version, table)
-        self.applied = version
+        self._apply(version, table, response.headers.get("etag"))
+        self._save_state(table)
         self._ok()
         self._metrics.polls.labels(outcome="changed").inc()
         return True
+
+    def _apply(self, version: int, table: dict[str, str], etag: str | None) -> None:
+        self.aliases.replace(table, version)
+        if self.applied != version:
+            log.info("routing table version %d applied: %s", version, table)
+        self.applied, self._etag = version, etag
+
+    def _load_state(self) -> None:
+        if self._state_path is None or not self._state_path.exists():
+            return
+        try:
+            state = json.loads(self._state_path.read_bytes())
+            version, table, etag = int(state["version"]), dict(state["aliases"]), state["etag"]
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
+                raise ValueError("the routing table maps names to names")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring the saved routing table %s: %s", self._state_path, exc)
+            return
+        self._apply(version, table, etag if isinstance(etag, str) else None)
+
+    def _save_state(self, table: dict[str, str]) -> None:
+        if self._state_path is None:
+            return
+        state = {"version": self.applied, "aliases": table, "etag": self._etag}
+        try:
+            self._state_path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self._state_path, json.dumps(state).encode())
+        except OSError as exc:  # routing still works; only a restart would start from config
+            log.warning("cannot save the routing table to %s: %s", self._state_path, exc)
 
     def health(self) -> dict[str, Any]:
         return {"routing_version": self.applied, "routing_problem": self.problem}

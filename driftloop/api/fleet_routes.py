@@ -3,11 +3,14 @@
 Sidecars poll ``GET /api/v1/fleet/routing`` with the fleet token (it may read this route and
 nothing else) and ``If-None-Match``: an unchanged table costs a 304. Each poll names the sidecar
 and the version it applies, so the controller knows who is live and who lags. Operators change
-an alias with ``PUT /api/v1/routing/{alias}``; every sidecar applies it on its next poll.
+an alias with ``PUT /api/v1/routing/{alias}`` (logged in DuckDB, so a restarted controller
+serves the same table at the same version); every sidecar applies it on its next poll.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import threading
 import time
@@ -16,7 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from monitor.aliases import AliasTable
+from driftloop.api.routing_log import RoutingLog
 from monitor.fleet_metrics import IngestMetrics
 
 SIDECAR_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -51,8 +54,17 @@ class FleetMembers:
             return {k: dict(v) for k, v in self._seen.items()}
 
 
-def fleet_router(aliases: AliasTable, members: FleetMembers, metrics: IngestMetrics) -> APIRouter:
+def table_etag(version: int, table: dict[str, str]) -> str:
+    """The version and a digest of the content: a config edit across a restart is a new table."""
+    digest = hashlib.blake2b(json.dumps(table, sort_keys=True).encode(), digest_size=6).hexdigest()
+    return f'"{version}-{digest}"'
+
+
+def fleet_router(
+    routing_log: RoutingLog, members: FleetMembers, metrics: IngestMetrics
+) -> APIRouter:
     router = APIRouter()
+    aliases = routing_log.aliases
     metrics.routing_version.set_function(lambda: aliases.version)
 
     @router.get("/api/v1/fleet/routing")
@@ -65,7 +77,7 @@ def fleet_router(aliases: AliasTable, members: FleetMembers, metrics: IngestMetr
         """The alias table and its version; 304 when the sidecar's ETag is current."""
         members.saw(sidecar, version)
         current, table = aliases.versioned()
-        etag = f'"{current}"'
+        etag = table_etag(current, table)
         if if_none_match == etag:
             return Response(status_code=304, headers={"etag": etag})
         response.headers["etag"] = etag
@@ -90,7 +102,7 @@ def fleet_router(aliases: AliasTable, members: FleetMembers, metrics: IngestMetr
             r"[\w.:/-]+", body.served_model
         ):
             raise HTTPException(422, f"unknown served model {body.served_model!r}")
-        aliases.set(alias, body.served_model)
-        return {"model": alias, "served_model": body.served_model, "version": aliases.version}
+        version = routing_log.route(alias, body.served_model, body.reason)
+        return {"model": alias, "served_model": body.served_model, "version": version}
 
     return router

@@ -1,4 +1,6 @@
-"""The control API's table: ``audit_log`` (every call, written by driftloop.api.audit)."""
+"""The control API's tables: ``audit_log`` (every call, written by driftloop.api.audit) and
+``routing_changes`` (every alias change of the fleet's routing table, written by
+driftloop.api.routing_log)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             path        VARCHAR NOT NULL,
             status_code INTEGER NOT NULL,
             detail      VARCHAR             -- request parameters or the error, as JSON
+        );
+        """,
+    ),
+    Migration(
+        8,
+        "routing_changes",
+        """
+        CREATE TABLE routing_changes (
+            version      BIGINT PRIMARY KEY, -- the routing table's version after this change
+            changed_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+            alias        VARCHAR NOT NULL,
+            served_model VARCHAR NOT NULL,
+            reason       VARCHAR NOT NULL
         );
         """,
     ),

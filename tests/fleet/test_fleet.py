@@ -212,6 +212,16 @@ def test_kill_9_of_a_sidecar_loses_at_most_its_memory_and_a_controller_restart_l
         try:
             controller.start()
             sidecar.start()
+            # A routing change before the faults must survive both restarts.
+            reply = controller.call(
+                "PUT", "/api/v1/routing/support", json={"served_model": "smollm2-b", "reason": "t"}
+            )
+            version = reply.json()["version"]
+            polling.wait_until(
+                lambda: sidecar.metric("driftloop_routing_applied_version") == version,
+                what=f"the sidecar to apply routing version {version}",
+                timeout_s=30,
+            )
             worker = threading.Thread(target=load, daemon=True)
             worker.start()
             started = time.monotonic()
@@ -236,13 +246,26 @@ def test_kill_9_of_a_sidecar_loses_at_most_its_memory_and_a_controller_restart_l
             sidecar.start()
             send(sidecar.url, "while-controller-down", 4)
             assert sidecar.metric("driftloop_routing_polls_total", outcome="failed") > 0
+            assert sidecar.metric("driftloop_routing_applied_version") == version  # its saved table
             controller.start()
+            # The restarted controller serves the logged table at the same version.
+            routing = controller.call("GET", "/api/v1/fleet/routing?sidecar=probe").json()
+            assert routing == {"version": version, "aliases": {**ALIASES, "support": "smollm2-b"}}
 
             def captured() -> int:
                 return int(controller.call("GET", "/api/v1/status").json()["captured"]["rows"] or 0)
 
+            def newest_four_are_the_last_sent() -> bool:
+                newest = controller.call("GET", "/api/v1/requests?limit=4").json()
+                return [r["prompt_text"].split()[0] for r in newest] == [
+                    "while-controller-down"
+                ] * 4
+
             polling.wait_until(
-                lambda: captured() >= len(before_kill) - len(in_memory) + 4,
+                lambda: (
+                    captured() >= len(before_kill) - len(in_memory) + 4
+                    and newest_four_are_the_last_sent()
+                ),
                 what="the rows that reached the spool before the kill, and the 4 after",
                 timeout_s=90,
             )
@@ -257,6 +280,10 @@ def test_kill_9_of_a_sidecar_loses_at_most_its_memory_and_a_controller_restart_l
         "SELECT count(*), count(DISTINCT request_id) FROM requests"
     ).fetchone()
     assert total == distinct  # nothing ingested twice
+    served = con.execute(
+        "SELECT DISTINCT served_model FROM requests WHERE prompt_text LIKE 'while-controller-down%'"
+    ).fetchall()
+    assert served == [("smollm2-b",)]
     lost = len(before_kill) + 4 - total
     print(
         f"answered before the kill {len(before_kill)}, in its last {window_s} s {len(in_memory)},"
