@@ -54,7 +54,7 @@ class FleetSidecar:
     registry: CollectorRegistry
 
     def start(self) -> None:
-        self.writer.start()
+        """The uploader and the routing follower (the proxy's lifespan starts the writer)."""
         self.uploader.start()
         self.routing.start()
 

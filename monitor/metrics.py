@@ -184,6 +184,12 @@ class SidecarMetrics:
             "Times the capture writer thread died and was started again.",
             registry=registry,
         )
+        self.row_builder_failures = Counter(
+            "driftloop_capture_row_builder_failures_total",
+            "Batches the row builder process failed to convert (the writer converted them itself"
+            " and the process was restarted).",
+            registry=registry,
+        )
 
     def reject(self, reason: RejectReason) -> None:
         self.rejected.labels(reason=reason.value).inc()

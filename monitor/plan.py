@@ -5,7 +5,7 @@ Kept apart from the proxy's I/O so that the decision can be tested on arbitrary 
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass
 
 from monitor import jsonbody
@@ -70,7 +70,8 @@ class CapturePlanner:
                 self.metrics.drop(DropReason.TOO_LARGE)
             else:
                 plan.exchange = CapturedExchange(
-                    request_id=uuid.uuid4().hex,
+                    # 128 random bits as hex, like uuid4().hex at a quarter of its cost.
+                    request_id=os.urandom(16).hex(),
                     started_at=started_wall,
                     route=plan.route,
                     model_alias=model,

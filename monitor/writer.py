@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from monitor.capture import CapturedExchange, Redact, rows_to_arrow, to_row
+from monitor.capture import CapturedExchange, Redact
 from monitor.capture_table import CaptureSink, append_requests
 from monitor.faults import Faults
 from monitor.memory import release_free_memory
 from monitor.metrics import DropReason, SidecarMetrics
+from monitor.row_builder import Failure, RowBuilder, RowBuilderError, convert
 from monitor.store import StoreCorruptError, StoreError, StoreReopenedError
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,15 @@ class CaptureWriter:
         flush_interval_s: float = 1.0,
         retry_max_s: float = 5.0,
         redact: Redact = _no_redaction,
+        rows_in_child: bool = False,
         clock: Callable[[], float] = time.monotonic,
         faults: Faults | None = None,
     ) -> None:
-        """``opener`` (re)opens the store when ``store`` is None: it is retried with backoff."""
+        """``opener`` (re)opens the store when ``store`` is None: it is retried with backoff.
+
+        ``rows_in_child`` turns batches into rows in a child process (``monitor.row_builder``),
+        off this process's GIL; otherwise this thread does it.
+        """
         self.store = store
         self.faults = faults or (store.faults if store is not None else Faults())
         self._opener = opener
@@ -96,6 +102,7 @@ class CaptureWriter:
         self._flush_interval_s = flush_interval_s
         self._retry_max_s = retry_max_s
         self._redact = redact
+        self.row_builder = RowBuilder(redact) if rows_in_child else None
         self._clock = clock
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -122,7 +129,14 @@ class CaptureWriter:
         return "degraded", "the capture writer thread is not running"
 
     def start(self) -> None:
-        """Start the writer thread (a daemon: a hard kill loses at most the unflushed rows)."""
+        """Start the writer thread (a daemon: a hard kill loses at most the unflushed rows).
+
+        One thread at a time: a start while it runs does nothing.
+        """
+        if self._alive():
+            return
+        if self.row_builder is not None and self._thread is None:
+            self.row_builder.start()
         self._thread = threading.Thread(
             target=self._run, name="driftloop-capture-writer", daemon=True
         )
@@ -182,6 +196,8 @@ class CaptureWriter:
             self._metrics.drop(reason, leftover)
         if self._owns_store and self.store is not None:
             self.store.close()
+        if self.row_builder is not None:
+            self.row_builder.close()
 
     def _alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -306,20 +322,28 @@ class CaptureWriter:
         self, batch: list[CapturedExchange]
     ) -> tuple[pa.Table | None, list[CapturedExchange]]:
         """Rows as Arrow; an exchange that cannot become a row is dropped, not retried forever."""
-        rows, kept = [], []
-        for exchange in batch:
-            try:
-                rows.append(to_row(exchange, self._redact))
-                kept.append(exchange)
-            except Exception:
-                log.exception("capture of request %s cannot become a row", exchange.request_id)
-                self._metrics.drop(DropReason.CAPTURE_ERROR)
         try:
-            return (rows_to_arrow(rows) if rows else None), kept
+            table, failed = self._build(batch)
         except Exception:
-            log.exception("a capture batch of %d rows cannot become Arrow", len(rows))
-            self._metrics.drop(DropReason.CAPTURE_ERROR, len(rows))
+            log.exception("a capture batch of %d exchanges cannot become Arrow", len(batch))
+            self._metrics.drop(DropReason.CAPTURE_ERROR, len(batch))
             return None, []
+        for index, reason in failed:
+            log.error(
+                "capture of request %s cannot become a row: %s", batch[index].request_id, reason
+            )
+            self._metrics.drop(DropReason.CAPTURE_ERROR)
+        bad = {index for index, _ in failed}
+        return table, [e for i, e in enumerate(batch) if i not in bad]
+
+    def _build(self, batch: list[CapturedExchange]) -> tuple[pa.Table | None, list[Failure]]:
+        if self.row_builder is not None:
+            try:
+                return self.row_builder.build(batch)
+            except RowBuilderError as exc:
+                log.error("%s; this batch is converted in the writer thread", exc)
+                self._metrics.row_builder_failures.inc()
+        return convert(batch, self._redact)
 
     def _take_batch(self) -> list[CapturedExchange]:
         # The byte cap bounds the copies a batch makes while it becomes rows, Arrow and DuckDB.

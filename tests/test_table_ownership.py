@@ -24,7 +24,7 @@ from retrain.schema import MIGRATIONS as RETRAIN_MIGRATIONS
 REPO = Path(__file__).resolve().parent.parent
 PRODUCT = ("monitor", "judges", "retrain", "driftloop", "dashboards")
 
-# package -> its migrations (driftloop's are the control API's audit_log)
+# package -> its migrations (driftloop's are the control API's audit_log and routing_changes)
 PACKAGE_MIGRATIONS: dict[str, tuple[Migration, ...]] = {
     "monitor": MONITOR_MIGRATIONS,
     "judges": JUDGES_MIGRATIONS,
@@ -40,6 +40,7 @@ WRITERS = {
     "drift_references": "monitor/references.py",
     "drift_runs": "monitor/drift_job.py",
     "audit_log": "driftloop/api/audit.py",
+    "routing_changes": "driftloop/api/routing_log.py",
     "judgments": "judges/judgments.py",
     "judge_anchor_runs": "judges/anchors.py",
     "feedback": "retrain/feedback.py",

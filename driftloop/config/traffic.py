@@ -115,6 +115,11 @@ class CaptureConfig(Section):
     flush_interval_s: float = Field(
         1.0, gt=0, description="Longest time a captured row waits in memory before it is written."
     )
+    rows_in_child: bool = Field(
+        True,
+        description="Parse, redact and build rows in a child process (niced), off the proxy's"
+        " interpreter; false: in the writer thread.",
+    )
     max_body_bytes: int = Field(
         4_000_000, ge=1024, description="Larger request or response bodies are not captured."
     )
