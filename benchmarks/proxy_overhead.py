@@ -11,7 +11,8 @@ Targets, all in front of the same fast upstream stub (benchmarks/upstream_stub.p
 Load comes from wrk (benchmarks/wrk_post.lua) at concurrency 1, 8 and 64, non-streaming and
 streaming, in interleaved rounds so that drift in machine load spreads over every target; each
 figure is the median over rounds. Proxy CPU per request is utime + stime of the proxy's process
-tree (from /proc) over each run and the pause after it. Results go to the terminal and to
+tree (from /proc) over each run and the pause after it; CPU* is the proxy's own process alone,
+without the capture row builder it starts (the interpreter the request path runs in). Results go to the terminal and to
 benchmarks/results/proxy_overhead-<date>.json.
 """
 
@@ -101,6 +102,7 @@ class Run:
     p99_ms: float | None
     max_ms: float | None
     cpu_s: float | None  # proxy CPU over the run plus the settle time; None for direct
+    process_cpu_s: float | None = None  # the proxy's own process alone (not the row builder)
 
 
 @dataclass
@@ -232,8 +234,8 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def tree_cpu_s(pids: tuple[int, ...]) -> float:
-    """utime + stime, in seconds, of ``pids`` and all their descendants (all threads)."""
+def tree_cpu_s(pids: tuple[int, ...], descendants: bool = True) -> float:
+    """utime + stime, in seconds, of ``pids`` and (unless told not to) all their descendants."""
     ticks = 0
     todo = list(pids)
     while todo:
@@ -242,7 +244,8 @@ def tree_cpu_s(pids: tuple[int, ...]) -> float:
             with open(f"/proc/{pid}/stat") as handle:
                 fields = handle.read().rsplit(")", 1)[1].split()
             ticks += int(fields[11]) + int(fields[12])  # stat fields 14 and 15
-            todo.extend(_children(pid))
+            if descendants:
+                todo.extend(_children(pid))
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -484,9 +487,12 @@ def measure(
 ) -> Run:
     """One recorded run; proxy CPU counts until ``settle_s`` after wrk stops (deferred work)."""
     before = tree_cpu_s(target.pids) if target.pids else None
+    own_before = _own_process_cpu_s(target)
     summary = run_wrk(wrk, target, body_file, concurrency, duration_s, cpus)
     time.sleep(settle_s)
     cpu = tree_cpu_s(target.pids) - before if before is not None else None
+    own = _own_process_cpu_s(target)
+    own_cpu = own - own_before if own is not None and own_before is not None else None
     done = summary["requests"] > 0
     lat = {k: v / 1000 if done else None for k, v in summary["latency_us"].items()}
     return Run(
@@ -498,7 +504,13 @@ def measure(
         p99_ms=lat["p99"],
         max_ms=lat["max"],
         cpu_s=cpu,
+        process_cpu_s=own_cpu,
     )
+
+
+def _own_process_cpu_s(target: Target) -> float | None:
+    """The proxy's own process, without its children (the row builder)."""
+    return tree_cpu_s(target.pids, descendants=False) if target.pids else None
 
 
 def run_seconds(base_s: int, warm_p50_ms: float, concurrency: int) -> int:
@@ -559,8 +571,9 @@ def _rps(run: dict[str, Any]) -> float:
     return float(run["requests"] / run["duration_s"])
 
 
-def _cpu_per_request(run: dict[str, Any]) -> float | None:
-    return run["cpu_s"] / run["requests"] if run["cpu_s"] is not None and run["requests"] else None
+def _cpu_per_request(run: dict[str, Any], key: str = "cpu_s") -> float | None:
+    cpu = run.get(key)
+    return cpu / run["requests"] if cpu is not None and run["requests"] else None
 
 
 def paired(a: dict[str, Any], b: dict[str, Any], metric: str) -> float | None:
@@ -574,6 +587,9 @@ def paired(a: dict[str, Any], b: dict[str, Any], metric: str) -> float | None:
             x, y = _rps(run_a), _rps(run_b)
         elif metric == "cpu_per_request":
             x, y = _cpu_per_request(run_a), _cpu_per_request(run_b)
+        elif metric == "process_cpu_per_request":
+            x = _cpu_per_request(run_a, "process_cpu_s")
+            y = _cpu_per_request(run_b, "process_cpu_s")
         else:
             x, y = run_a[metric], run_b[metric]
         if x is not None and y:
@@ -595,6 +611,10 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 rps = entry["sidecar_vs_passthrough_rps"] = paired(side, floor, "rps")
                 p50 = entry["sidecar_vs_passthrough_p50"] = paired(side, floor, "p50_ms")
                 entry["sidecar_vs_passthrough_p99"] = paired(side, floor, "p99_ms")
+                entry["sidecar_vs_passthrough_cpu"] = paired(side, floor, "cpu_per_request")
+                entry["sidecar_vs_passthrough_process_cpu"] = paired(
+                    side, floor, "process_cpu_per_request"
+                )
                 if rps is not None and p50 is not None:
                     entry["within_10pct"] = (
                         rps >= 1 - PASSTHROUGH_MARGIN and p50 <= 1 + PASSTHROUGH_MARGIN
@@ -608,6 +628,9 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 entry["fleet_sidecar_vs_passthrough_rps"] = paired(fleet, floor, "rps")
                 entry["fleet_sidecar_vs_passthrough_p99"] = paired(fleet, floor, "p99_ms")
                 entry["fleet_sidecar_vs_passthrough_cpu"] = paired(fleet, floor, "cpu_per_request")
+                entry["fleet_sidecar_vs_passthrough_process_cpu"] = paired(
+                    fleet, floor, "process_cpu_per_request"
+                )
             if anchor and floor:
                 entry["passthrough_vs_litellm_rps"] = paired(floor, anchor, "rps")
             out.append(entry)
@@ -649,7 +672,9 @@ def print_report(
         ratio_table.add_column(column, justify="right")
     for column in ("rps side/LiteLLM", "≥ 30×", "rps pass/LiteLLM"):
         ratio_table.add_column(column, justify="right")
-    for column in ("rps fleet/pass", "p99 fleet/pass", "CPU fleet/pass"):
+    for column in ("CPU side/pass", "CPU* side/pass"):
+        ratio_table.add_column(column, justify="right")
+    for column in ("rps fleet/pass", "p99 fleet/pass", "CPU fleet/pass", "CPU* fleet/pass"):
         ratio_table.add_column(column, justify="right")
     for r in ratio_rows:
         ratio_table.add_row(
@@ -662,11 +687,18 @@ def print_report(
             _ratio(r.get("sidecar_vs_litellm_rps")),
             _verdict(r.get("at_least_30x")),
             _ratio(r.get("passthrough_vs_litellm_rps")),
+            _ratio(r.get("sidecar_vs_passthrough_cpu")),
+            _ratio(r.get("sidecar_vs_passthrough_process_cpu")),
             _ratio(r.get("fleet_sidecar_vs_passthrough_rps")),
             _ratio(r.get("fleet_sidecar_vs_passthrough_p99")),
             _ratio(r.get("fleet_sidecar_vs_passthrough_cpu")),
+            _ratio(r.get("fleet_sidecar_vs_passthrough_process_cpu")),
         )
     console.print(ratio_table)
+    console.print(
+        "CPU: the proxy's whole process tree per request (with the row builder child); "
+        "CPU*: the proxy's own process alone (the request path's interpreter)."
+    )
     for target in targets:
         if target.status != "ok":
             console.print(f"[bold]{target.name}[/bold] {target.status}: {target.reason}")

@@ -1,7 +1,8 @@
 """What one captured exchange is, and how its raw bytes become a ``requests`` row.
 
 The proxy only collects bytes on the hot path; parsing JSON bodies and assembling streamed
-chunks happens here, in the writer thread, so that capture costs the traffic as little as possible.
+chunks happens here, in the row builder process (``monitor.row_builder``) or, without one, in the
+writer thread, so that capture costs the traffic as little as possible.
 """
 
 from __future__ import annotations

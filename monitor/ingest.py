@@ -2,8 +2,9 @@
 
 Each pass lists the last few hours' partitions (and, every ``full_scan_every`` passes, the whole
 prefix, for shards a sidecar uploaded late from its spool), skips keys already in
-``ingested_shards``, and loads the rest oldest first. A shard and its bookkeeping row commit
-together (``monitor.capture_table``), so a controller killed mid-pass resumes where it stopped.
+``ingested_shards``, and loads the rest oldest first, as many shards per transaction as make a
+DuckDB row group. Shards and their bookkeeping rows commit together
+(``monitor.capture_table``), so a controller killed mid-pass resumes where it stopped.
 A shard that cannot be read as a capture shard is quarantined: recorded with the reason,
 counted, never retried. Object storage being down ends the pass; the next one retries.
 """
@@ -23,7 +24,7 @@ import pyarrow.parquet as pq
 from monitor.capture_table import (
     SHARD_SCHEMA,
     ShardInfo,
-    ingest_shard,
+    ingest_shards,
     ingested_keys,
     quarantine_shard,
 )
@@ -44,10 +45,14 @@ class ShardIngest:
         *,
         lookback_hours: int = 2,
         full_scan_every: int = 30,
+        rows_per_commit: int = 122_880,
+        bytes_per_commit: int = 64 * 2**20,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store, self.objects, self.metrics = store, objects, metrics
         self._lookback_hours, self._full_scan_every = lookback_hours, full_scan_every
+        # One DuckDB row group is written past the WAL; the byte cap bounds the memory it takes.
+        self._rows_per_commit, self._bytes_per_commit = rows_per_commit, bytes_per_commit
         self._clock = clock
         self._done = ingested_keys(store)
         self._passes = 0
@@ -65,13 +70,25 @@ class ShardIngest:
             return 0
         waiting = sorted((o for o in listed if o.key not in self._done), key=_age_order)
         rows, reachable = 0, True
-        for shard in waiting:
-            try:
-                rows += self._load(shard)
-            except ObjectStoreError as exc:
-                self._down(str(exc))
-                reachable = False
-                break
+        group: list[tuple[ShardInfo, pa.Table]] = []
+        group_rows = group_bytes = 0
+        try:
+            for shard in waiting:
+                loaded = self._read(shard)
+                if loaded is None:
+                    continue
+                group.append(loaded)
+                group_rows, group_bytes = (
+                    group_rows + loaded[1].num_rows,
+                    group_bytes + loaded[1].nbytes,
+                )
+                if group_rows >= self._rows_per_commit or group_bytes >= self._bytes_per_commit:
+                    rows += self._commit(group)
+                    group, group_rows, group_bytes = [], 0, 0
+        except ObjectStoreError as exc:
+            self._down(str(exc))
+            reachable = False
+        rows += self._commit(group)  # what was read before storage went away is kept
         if reachable:
             self.problem = None
             self.metrics.store_up.set(1)
@@ -99,26 +116,37 @@ class ShardIngest:
             found += self.objects.list(f"{PREFIX}date={hour:%Y-%m-%d}/hour={hour:%H}/")
         return found
 
-    def _load(self, shard: StoredObject) -> int:
+    def _read(self, shard: StoredObject) -> tuple[ShardInfo, pa.Table] | None:
+        """The shard's rows, or None when it was quarantined."""
         info = ShardInfo(shard.key, sidecar_of(shard.key), shard.size, shard.last_modified)
         data = self.objects.get(shard.key)
         try:
-            table = read_shard(data)
+            return info, read_shard(data)
         except ValueError as exc:
             log.error("quarantined shard %s: %s", shard.key, exc)
             quarantine_shard(self.store, info, str(exc))
             self._done.add(shard.key)
             self.metrics.shards.labels(outcome="quarantined").inc()
+            return None
+
+    def _commit(self, group: list[tuple[ShardInfo, pa.Table]]) -> int:
+        """Load ``group`` in one transaction; shard by shard if another loader got to one first."""
+        if not group:
             return 0
         try:
-            ingest_shard(self.store, info, table)
-        except duckdb.ConstraintException:  # another pass (or controller) loaded it first
-            self._done.add(shard.key)
-            return 0
-        self._done.add(shard.key)
-        self.metrics.shards.labels(outcome="ingested").inc()
-        self.metrics.rows.inc(table.num_rows)
-        return table.num_rows
+            ingest_shards(self.store, group)
+        except duckdb.ConstraintException:  # another pass (or controller) loaded one of them
+            if len(group) == 1:
+                self._done.add(group[0][0].key)
+                return 0
+            return sum(self._commit([one]) for one in group)
+        rows = 0
+        for info, table in group:
+            self._done.add(info.key)
+            rows += table.num_rows
+        self.metrics.shards.labels(outcome="ingested").inc(len(group))
+        self.metrics.rows.inc(rows)
+        return rows
 
     def _down(self, message: str) -> None:
         if self.problem != message:

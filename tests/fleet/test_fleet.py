@@ -1,6 +1,7 @@
-"""The fleet for real on loopback: SeaweedFS, three sidecar processes, one controller process.
+"""The fleet for real on loopback: SeaweedFS, four sidecar processes, one controller process.
 
-Requests go through every sidecar with the openai SDK (streaming and not) to a stub upstream;
+Requests go through every sidecar with the openai SDK (streaming and not): three in front of a
+stub upstream, one in front of the session's real vLLM;
 the controller ingests the shards from SeaweedFS into its DuckDB file, which is read after the
 controller stops (DuckDB has one writer). The alias change goes through the control API.
 """
@@ -23,7 +24,8 @@ from tests.fleet.processes import FLEET_TOKEN, role_process, seaweedfs
 pytestmark = pytest.mark.slow
 ALIASES = {"support": "smollm2", "canary": "smollm2-b"}
 CACHE = Path(__file__).resolve().parents[2] / ".cache"
-SIDECARS = ("replica-1", "replica-2", "replica-3")
+SIDECARS = ("replica-1", "replica-2", "replica-3")  # in front of the stub
+VLLM_SIDECAR = "replica-vllm"
 
 
 def send(sidecar_url: str, tag: str, n: int) -> None:
@@ -31,15 +33,21 @@ def send(sidecar_url: str, tag: str, n: int) -> None:
     for i in range(n):
         messages = [{"role": "user", "content": f"{tag} question {i}"}]
         if i % 2:
-            stream = client.chat.completions.create(model="support", messages=messages, stream=True)
+            stream = client.chat.completions.create(
+                model="support", messages=messages, stream=True, max_tokens=8
+            )
             assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         else:
-            reply = client.chat.completions.create(model="support", messages=messages)
+            reply = client.chat.completions.create(model="support", messages=messages, max_tokens=8)
             assert reply.choices[0].message.content
 
 
-def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every_sidecar(tmp_path):
+@pytest.mark.vllm
+def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every_sidecar(
+    tmp_path, vllm_server, monkeypatch
+):
     stub, stub_port = start_stub_in_thread()
+    monkeypatch.setenv("FLEET_TEST_VLLM_KEY", vllm_server.api_key)  # the sidecar's upstream key
     with seaweedfs(tmp_path / "s3") as store:
         controller = role_process(
             tmp_path / "controller",
@@ -73,23 +81,43 @@ def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every
             )
             for name in SIDECARS
         ]
+        real = role_process(
+            tmp_path / VLLM_SIDECAR,
+            "sidecar",
+            store,
+            aliases=ALIASES,
+            sidecar={"upstream_url": vllm_server.base_url},
+            vllm={"launch": False, "api_key_env": "FLEET_TEST_VLLM_KEY"},
+            capture={"flush_interval_s": 0.2},
+            fleet={
+                "sidecar_id": VLLM_SIDECAR,
+                "controller_url": controller.api,
+                "shard_max_age_s": 0.5,
+                "routing_poll_s": 0.3,
+            },
+        )
+        every = [*sidecars, real]
         try:
             controller.start()
-            for sidecar in sidecars:
+            for sidecar in every:
                 sidecar.start()
             for sidecar, name in zip(sidecars, SIDECARS, strict=True):
                 send(sidecar.url, name, 10)
+            send(real.url, VLLM_SIDECAR, 4)  # SmolLM2 answers, 8 tokens each
 
             # Object storage goes away during traffic: shards spool, then upload once it is back.
             store.stop()
             for sidecar, name in zip(sidecars, SIDECARS, strict=True):
                 send(sidecar.url, f"{name}-outage", 6)  # traffic is not affected
             polling.wait_until(
-                lambda: all(s.metric("driftloop_spool_shards") > 0 for s in sidecars),
-                what="every sidecar to spool shards while SeaweedFS is down",
+                lambda: all(
+                    s.metric("driftloop_spool_shards") > 0
+                    and s.metric("driftloop_object_store_up") == 0
+                    for s in sidecars
+                ),
+                what="every sidecar to spool shards and report SeaweedFS down",
                 timeout_s=60,
             )
-            assert all(s.metric("driftloop_object_store_up") == 0 for s in sidecars)
             store.start()
             polling.wait_until(
                 lambda: all(s.metric("driftloop_spool_shards") == 0 for s in sidecars),
@@ -100,13 +128,13 @@ def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every
             def captured() -> int:
                 return int(controller.call("GET", "/api/v1/status").json()["captured"]["rows"] or 0)
 
-            polling.wait_until(lambda: captured() >= 48, what="48 rows ingested", timeout_s=90)
+            polling.wait_until(lambda: captured() >= 52, what="52 rows ingested", timeout_s=90)
             assert controller.metric("driftloop_ingest_lag_seconds") == 0
 
             # Drift is evaluated over the whole fleet's traffic of the alias.
             def fleet_wide_evaluation() -> dict | None:
                 for row in controller.call("GET", "/api/v1/drift/latest").json():
-                    whole_fleet = row["n_reference"] + row["n_current"] == 48
+                    whole_fleet = row["n_reference"] + row["n_current"] == 52
                     if (
                         row["model_alias"] == "support"
                         and row["signal"] == "combined"
@@ -116,7 +144,7 @@ def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every
                 return None
 
             evaluation = polling.wait_until(
-                fleet_wide_evaluation, what="a drift evaluation over 48 rows", timeout_s=120
+                fleet_wide_evaluation, what="a drift evaluation over 52 rows", timeout_s=120
             )
             assert evaluation["reason"]
 
@@ -130,16 +158,17 @@ def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every
             version = reply.json()["version"]
             polling.wait_until(
                 lambda: all(
-                    s.metric("driftloop_routing_applied_version") == version for s in sidecars
+                    s.metric("driftloop_routing_applied_version") == version for s in every
                 ),
                 what=f"every sidecar to apply routing version {version}",
                 timeout_s=30,
             )
             for sidecar, name in zip(sidecars, SIDECARS, strict=True):
                 send(sidecar.url, f"{name}-after", 2)
-            polling.wait_until(lambda: captured() >= 54, what="54 rows ingested", timeout_s=60)
+            polling.wait_until(lambda: captured() >= 58, what="58 rows ingested", timeout_s=60)
             fleet = controller.call("GET", "/api/v1/fleet/sidecars").json()["sidecars"]
-            assert {n: fleet[n]["version"] for n in SIDECARS} == dict.fromkeys(SIDECARS, version)
+            names = (*SIDECARS, VLLM_SIDECAR)
+            assert {n: fleet[n]["version"] for n in names} == dict.fromkeys(names, version)
             # The fleet token reads the routing table and nothing else.
             assert controller.call("GET", "/api/v1/audit").status_code == 200  # operator token
             as_fleet = {"authorization": f"Bearer {FLEET_TOKEN}"}
@@ -153,20 +182,27 @@ def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every
                 == 403
             )
         finally:
-            for sidecar in sidecars:
+            for sidecar in every:
                 sidecar.stop()
             controller.stop()
             stub.stop()
 
     # Sidecars write no DuckDB file: their rows exist only as shards until the controller loads them.
-    assert not [p for name in SIDECARS for p in (tmp_path / name).rglob("*.duckdb")]
+    names = (*SIDECARS, VLLM_SIDECAR)
+    assert not [p for name in names for p in (tmp_path / name).rglob("*.duckdb")]
     con = duckdb.connect(str(tmp_path / "controller" / "controller.duckdb"), read_only=True)
     rows = con.execute(
         "SELECT sidecar_id, count(*), count(DISTINCT request_id),"
         " count(*) FILTER (WHERE stream), count(*) FILTER (WHERE served_model = 'smollm2-b')"
         " FROM requests GROUP BY 1 ORDER BY 1"
     ).fetchall()
-    assert rows == [(name, 18, 18, 9, 2) for name in SIDECARS]
+    assert rows == [*((name, 18, 18, 9, 2) for name in SIDECARS), (VLLM_SIDECAR, 4, 4, 2, 0)]
+    # vLLM's answers, assembled from its stream too, with its usage.
+    answers = con.execute(
+        "SELECT response_text, completion_tokens, served_model FROM requests WHERE sidecar_id = ?",
+        [VLLM_SIDECAR],
+    ).fetchall()
+    assert all(text and tokens and served == "smollm2" for text, tokens, served in answers)
     assert con.execute("SELECT DISTINCT model_alias FROM requests").fetchall() == [("support",)]
     assert con.execute(
         "SELECT count(*) FROM ingested_shards WHERE status <> 'ingested'"

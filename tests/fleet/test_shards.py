@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.capture import CapturedExchange, rows_to_arrow, to_row
 from monitor.fleet_metrics import IngestMetrics, ShardMetrics
-from monitor.ingest import ShardIngest
+from monitor.ingest import ShardIngest, read_shard
 from monitor.metrics import SidecarMetrics
 from monitor.object_store import ObjectStore, ObjectStoreError
 from monitor.schema import MIGRATIONS
@@ -93,6 +93,34 @@ def test_rows_from_two_sidecars_are_ingested_exactly_once_with_their_sidecar(tmp
     store, ingest, _ = controller(tmp_path, objects)
     assert ingest.run() == 0
     assert store.query("SELECT count(*) FROM requests")[0][0] == 120
+    store.close()
+
+
+def test_a_loader_that_finds_shards_already_loaded_adds_nothing_and_loads_the_rest(tmp_path):
+    """Many shards commit together; one already loaded elsewhere fails only itself."""
+    objects = ObjectStore.open(str(tmp_path / "bucket"))
+    sidecar = Sidecar(tmp_path, "replica-1", objects, max_bytes=4096)
+    for i in range(60):
+        sidecar.writer.submit(exchange(i))
+        if i % 10 == 9:
+            assert sidecar.writer.flush()
+    sidecar.close()
+    shards = objects.list("captures/")
+    assert len(shards) > 2
+    registry = CollectorRegistry()
+    store = Store.open(tmp_path / "controller.duckdb", migrations=MIGRATIONS)
+    late = ShardIngest(store, objects, IngestMetrics(registry))  # knows of no loaded shard
+    first = ShardIngest(store, objects, IngestMetrics(CollectorRegistry()), rows_per_commit=1)
+    first.run()  # loads every shard, one per commit
+    newest = max(shards, key=lambda o: o.key).key
+    newest_ids = read_shard(objects.get(newest)).column("request_id").to_pylist()
+    for request_id in newest_ids:  # as if the newest shard had not been loaded yet
+        store.execute("DELETE FROM requests WHERE request_id = ?", [request_id])
+    store.execute("DELETE FROM ingested_shards WHERE shard_key = ?", [newest])
+    assert late.run() == len(newest_ids)
+    rows = store.query("SELECT count(*), count(DISTINCT request_id) FROM requests")[0]
+    assert rows == (60, 60)
+    assert registry.get_sample_value("driftloop_ingest_shards_total", {"outcome": "ingested"}) == 1
     store.close()
 
 
