@@ -582,6 +582,8 @@ def paired(a: dict[str, Any], b: dict[str, Any], metric: str) -> float | None:
     On a shared machine the load drifts between rounds; a ratio within a round cancels most of it.
     """
     values = []
+    x: float | None
+    y: float | None
     for run_a, run_b in zip(a["runs"], b["runs"], strict=True):
         if metric == "rps":
             x, y = _rps(run_a), _rps(run_b)
