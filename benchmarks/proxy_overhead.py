@@ -5,6 +5,8 @@
 Targets, all in front of the same fast upstream stub (benchmarks/upstream_stub.py):
 - direct: wrk straight to the stub, the baseline every "added" latency is measured against;
 - sidecar: ``python -m driftloop serve`` with capture on at sample rate 1.0;
+- fleet-sidecar: ``python -m driftloop sidecar``, capture on, shards into a folder store;
+- fleet-nocapture: the same at sample rate 0 (the request path's own cost, before capture);
 - passthrough: benchmarks/passthrough_proxy.py (raw ASGI + aiohttp), the floor for a Python proxy;
 - litellm: LiteLLM's proxy from .venv-bench (made by scripts/bench-venv.sh), the anchor.
 
@@ -55,7 +57,7 @@ MODEL = "bench-model"
 LITELLM_KEY = "sk-bench-master-key"
 SIDECAR_API_TOKEN = "bench-control-api-token"
 
-TARGETS = ("direct", "sidecar", "fleet-sidecar", "passthrough", "litellm")
+TARGETS = ("direct", "sidecar", "fleet-sidecar", "fleet-nocapture", "passthrough", "litellm")
 MODES = ("json", "stream")
 CONCURRENCY = (1, 8, 64)
 PASSTHROUGH_MARGIN = 0.10  # the sidecar should stay within 10% of the pass-through floor
@@ -325,31 +327,45 @@ def launch_litellm(tmp: Path, upstream: str, cpus: set[int] | None) -> tuple[Ser
     return Service(argv, tmp / "litellm.log", cpus, env), f"http://127.0.0.1:{port}"
 
 
-def launch_fleet_sidecar(tmp: Path, upstream: str, cpus: set[int] | None) -> tuple[Service, str]:
+def launch_fleet_sidecar(
+    tmp: Path, upstream: str, cpus: set[int] | None, sample_rate: float = 1.0
+) -> tuple[Service, str]:
     """``driftloop sidecar``: capture into shards in a folder store; no controller answers."""
     port = free_port()
+    name = "fleet-sidecar" if sample_rate else "fleet-nocapture"
+    tmp = tmp / name
+    tmp.mkdir()
     config = tmp / "fleet-sidecar.toml"
     config.write_text(
         f'[sidecar]\nhost = "127.0.0.1"\nport = {port}\nupstream_url = "{upstream}"\n'
-        f"[capture]\nsample_rate = 1.0\n[vllm]\nlaunch = false\n"
+        f"[capture]\nsample_rate = {sample_rate}\n[vllm]\nlaunch = false\n"
         f'[fleet]\nsidecar_id = "bench"\nobject_store_url = "{tmp / "objects"}"\n'
         f'spool_dir = "{tmp / "spool"}"\ncontroller_url = "http://127.0.0.1:9"\n'
     )
     argv = [sys.executable, "-m", "driftloop", "sidecar", "--config", str(config)]
     env = {"DRIFTLOOP_FLEET_TOKEN": SIDECAR_API_TOKEN}
-    return Service(argv, tmp / "fleet-sidecar.log", cpus, env), f"http://127.0.0.1:{port}"
+    return Service(argv, tmp / f"{name}.log", cpus, env), f"http://127.0.0.1:{port}"
 
 
 READY_PATHS = {
     "sidecar": "/healthz",
     "fleet-sidecar": "/healthz",
+    "fleet-nocapture": "/healthz",
     "passthrough": "/v1/models",
     "litellm": "/health/liveliness",
 }
-START_TIMEOUT_S = {"sidecar": 60.0, "fleet-sidecar": 60.0, "passthrough": 20.0, "litellm": 180.0}
+START_TIMEOUT_S = {
+    "sidecar": 60.0,
+    "fleet-sidecar": 60.0,
+    "fleet-nocapture": 60.0,
+    "passthrough": 20.0,
+    "litellm": 180.0,
+}
 LAUNCHERS = {
     "sidecar": launch_sidecar,
     "fleet-sidecar": launch_fleet_sidecar,
+    # The same sidecar capturing nothing: what the request path costs before any capture.
+    "fleet-nocapture": functools.partial(launch_fleet_sidecar, sample_rate=0.0),
     "passthrough": launch_passthrough,
     "litellm": launch_litellm,
 }
@@ -368,7 +384,7 @@ def _version(name: str) -> str:
     if name == "litellm":
         code = "import importlib.metadata as m; print(m.version('litellm'))"
         return "litellm " + _output([str(BENCH_VENV / "bin" / "python"), "-c", code])
-    if name in ("sidecar", "fleet-sidecar"):
+    if name in ("sidecar", "fleet-sidecar", "fleet-nocapture"):
         return "driftloop " + _output(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
     if name == "passthrough":
         return "aiohttp " + importlib.metadata.version("aiohttp")
@@ -633,6 +649,10 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 entry["fleet_sidecar_vs_passthrough_process_cpu"] = paired(
                     fleet, floor, "process_cpu_per_request"
                 )
+            bare = by_key.get(("fleet-nocapture", mode, c))
+            if bare and floor:
+                entry["fleet_nocapture_vs_passthrough_rps"] = paired(bare, floor, "rps")
+                entry["fleet_nocapture_vs_passthrough_cpu"] = paired(bare, floor, "cpu_per_request")
             if anchor and floor:
                 entry["passthrough_vs_litellm_rps"] = paired(floor, anchor, "rps")
             out.append(entry)
@@ -678,6 +698,8 @@ def print_report(
         ratio_table.add_column(column, justify="right")
     for column in ("rps fleet/pass", "p99 fleet/pass", "CPU fleet/pass", "CPU* fleet/pass"):
         ratio_table.add_column(column, justify="right")
+    for column in ("rps nocap/pass", "CPU nocap/pass"):
+        ratio_table.add_column(column, justify="right")
     for r in ratio_rows:
         ratio_table.add_row(
             r["mode"],
@@ -695,11 +717,14 @@ def print_report(
             _ratio(r.get("fleet_sidecar_vs_passthrough_p99")),
             _ratio(r.get("fleet_sidecar_vs_passthrough_cpu")),
             _ratio(r.get("fleet_sidecar_vs_passthrough_process_cpu")),
+            _ratio(r.get("fleet_nocapture_vs_passthrough_rps")),
+            _ratio(r.get("fleet_nocapture_vs_passthrough_cpu")),
         )
     console.print(ratio_table)
     console.print(
         "CPU: the proxy's whole process tree per request (with the row builder child); "
-        "CPU*: the proxy's own process alone (the request path's interpreter)."
+        "CPU*: the proxy's own process alone (the request path's interpreter); "
+        "nocap: the fleet sidecar at sample rate 0."
     )
     for target in targets:
         if target.status != "ok":
