@@ -7,7 +7,9 @@ The controller is this process: ``ShardIngest`` into a real DuckDB file, pass af
 ``--seconds``. It prints rows/s ingested, the ingest lag (p50/p99 of the gauge after each pass),
 bytes stored per million rows, controller CPU-seconds per million rows, and the ingest capacity
 (rows per second of time inside ingest passes) against the baseline of the same run: one process
-reading the same shards back with pyarrow alone (get + Parquet decode, no DuckDB).
+reading the same shards back with pyarrow alone (get + Parquet decode, no DuckDB). Then the
+controller pauses for ``--backlog-seconds`` while the sidecars go on, the sidecars stop, and it
+loads the backlog: the catch-up rate is what one controller ingests when it has the CPU.
 
     python -m benchmarks.fleet_scale                        # 8 sidecars, 50 aliases, 60 s, folder
     python -m benchmarks.fleet_scale --store s3://bucket --endpoint http://127.0.0.1:8333
@@ -112,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=15000, help="rows/s per sidecar")
     parser.add_argument("--shard-age", type=float, default=2.0)
+    parser.add_argument(
+        "--backlog-seconds", type=float, default=30.0, help="controller paused, then catches up"
+    )
     parser.add_argument("--store", default="", help="s3://bucket/prefix or a folder (default: tmp)")
     parser.add_argument("--endpoint", default="")
     parser.add_argument("--access-key", default=None)
@@ -148,9 +153,18 @@ def main(argv: list[str] | None = None) -> None:
                   f"lag {lags[-1]:.1f} s")  # fmt: skip
         time.sleep(0.2)
     elapsed = time.monotonic() - started
+    # Catch-up: the controller pauses while the sidecars go on, then loads the backlog alone (the
+    # generators stopped), as a controller on its own machine would after an outage.
+    print(f"  paused for {args.backlog_seconds:.0f} s while the sidecars go on")
+    time.sleep(args.backlog_seconds)
     stop.set()
     for worker in workers:
         worker.join(30)
+    catch_up_rows, cpu_before, wall_before = 0, time.process_time(), time.perf_counter()
+    while (loaded := ingest.run()) > 0:
+        catch_up_rows += loaded
+    catch_up_s = time.perf_counter() - wall_before
+    catch_up_cpu = time.process_time() - cpu_before
     stored = sum(o.size for o in objects.list(PREFIX))
     shards = len(objects.list(PREFIX))
     rows_stored = store.query("SELECT count(*) FROM requests")[0][0]
@@ -172,6 +186,12 @@ def main(argv: list[str] | None = None) -> None:
         # What the controller could take: rows per second of time spent inside ingest passes.
         "ingest_capacity_rows_per_s": round(rows / busy) if busy else None,
         "ingest_capacity_vs_pyarrow_read": round(rows / busy / baseline, 3) if busy else None,
+        "catch_up_rows": catch_up_rows,
+        "catch_up_rows_per_s": round(catch_up_rows / catch_up_s) if catch_up_s else None,
+        "catch_up_vs_pyarrow_read": round(catch_up_rows / catch_up_s / baseline, 3)
+        if catch_up_s
+        else None,
+        "catch_up_cpu_s_per_million_rows": round(catch_up_cpu / max(catch_up_rows, 1) * 1e6, 2),
     }
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(exist_ok=True)
