@@ -1,8 +1,10 @@
 """`driftloop controller`: one per fleet; ingests every sidecar's shards and evaluates drift on them.
 
-It owns the DuckDB file. The retrain loop is not wired into this role yet. Shards are listed and
-loaded on ``fleet.ingest_interval_s``; embeddings and drift then run per alias over the whole
-fleet's traffic, as in `driftloop serve`. The control API serves the routing table that sidecars
+It owns the DuckDB file. Shards are listed and loaded on ``fleet.ingest_interval_s``; embeddings,
+drift and the judges then run per alias over the whole fleet's traffic, as in `driftloop serve`
+(an LLM judge calls ``judges.base_url``, else ``sidecar.upstream_url``: a replica or the load
+balancer in front of them). The retrain loop is not wired in: its deployer loads an adapter into
+one vLLM, and a fleet needs every replica to load it before the route switches (issue 14). The control API serves the routing table that sidecars
 follow (``fleet_routes``); its changes are logged in DuckDB and restored at start
 (``routing_log``). Its own metrics listen on ``sidecar.host:sidecar.port`` (a controller has no
 proxy there).
@@ -24,10 +26,12 @@ from driftloop.api.guard import ApiGuard
 from driftloop.api.routing_log import RoutingLog
 from driftloop.api.server import ApiServer, ApiServerError
 from driftloop.config import Config, check_role
+from driftloop.judges_wiring import judge_jobs
 from driftloop.proxy_wiring import alias_table
 from driftloop.scheduling import Job, Jobs
 from driftloop.service import api_token, drift_jobs, open_database
 from driftloop.sidecar_role import open_object_store
+from driftloop.upstream import upstream_api_key
 from monitor.embedding_job import EmbeddingWorker
 from monitor.fleet_metrics import IngestMetrics
 from monitor.ingest import ShardIngest
@@ -70,6 +74,9 @@ def build_controller(cfg: Config, registry: CollectorRegistry | None = None) -> 
     if cfg.drift.enabled:
         embedder, drift = drift_jobs(cfg, store, registry, aliases)
         jobs.add(*drift.jobs)
+    if cfg.judges.enabled:
+        upstream = cfg.sidecar.upstream_url
+        jobs.add(*judge_jobs(cfg, store, registry, aliases, upstream, upstream_api_key(cfg)))
     return Controller(
         store, routing, ingest, FleetMembers(metrics), metrics, registry, jobs, embedder
     )

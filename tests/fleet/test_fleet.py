@@ -63,6 +63,13 @@ def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every
                 "window_size": 27,
                 "min_samples": 10,
             },
+            # The judges run on the controller over every sidecar's rows (the stub plays judge).
+            judges={
+                "enabled": True,
+                "base_url": f"http://127.0.0.1:{stub_port}/v1",
+                "interval_s": 0.5,
+                "sample_rate": 1.0,
+            },
         )
         sidecars = [
             role_process(
@@ -204,6 +211,11 @@ def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every
     ).fetchall()
     assert all(text and tokens and served == "smollm2" for text, tokens, served in answers)
     assert con.execute("SELECT DISTINCT model_alias FROM requests").fetchall() == [("support",)]
+    judged = con.execute(
+        "SELECT DISTINCT r.sidecar_id FROM judgments j JOIN requests r USING (request_id)"
+        " WHERE j.judge = 'refusal' ORDER BY 1"
+    ).fetchall()
+    assert judged == [(name,) for name in (*SIDECARS, VLLM_SIDECAR)]
     assert con.execute(
         "SELECT count(*) FROM ingested_shards WHERE status <> 'ingested'"
     ).fetchall() == [(0,)]
