@@ -69,6 +69,7 @@ def build_proxy(
         forward_paths=cfg.sidecar.forward_paths,
         trusted_networks=TrustedNetworks(cfg.capture.trusted_networks),
         upstream_api_key=upstream_api_key,
+        session_header=cfg.capture.session_header,
     )
 
 

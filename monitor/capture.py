@@ -61,6 +61,7 @@ class CapturedExchange:
     latency_s: float | None = None
     ttft_s: float | None = None
     error: str | None = None
+    session_header: str | None = None  # the configured session header's value, when sent
 
 
 @dataclass(slots=True)
@@ -102,7 +103,9 @@ def to_row(exchange: CapturedExchange, redact: Redact) -> dict[str, Any]:
         "ttft_s": exchange.ttft_s,
         "upstream_id": assembled.upstream_id,
         "error": exchange.error,
-        "session_key": session_key(request, exchange.model_alias, redact),
+        "session_key": session_key(
+            request, exchange.model_alias, redact, header=exchange.session_header
+        ),
     }
 
 
@@ -116,15 +119,20 @@ def _keep(text: str) -> str:
     return text
 
 
-def session_key(request: Any, alias: str | None, redact: Redact = _keep) -> str | None:
+def session_key(
+    request: Any, alias: str | None, redact: Redact = _keep, *, header: str | None = None
+) -> str | None:
     """The conversation a request belongs to, so drift can permute whole conversations.
 
-    The OpenAI ``user`` field wins when the client sets it (``u:`` + digest). Otherwise a chat's
+    The configured session header (``capture.session_header``) wins when the client sent it
+    (``h:`` + digest); then the OpenAI ``user`` field (``u:`` + digest). Otherwise a chat's
     key is a digest of its messages up to and including the *first* user turn (``c:``): every
     later turn of one conversation resends that opening, so all its turns share a key, while the
     history before the last user turn would change at every turn. Completions and unparseable
     bodies get None (each row is then its own session).
     """
+    if header:
+        return "h:" + _digest([alias, redact(header)])
     if not isinstance(request, dict):
         return None
     user = request.get("user")

@@ -53,6 +53,17 @@ def request_headers(
     return headers, capture
 
 
+MAX_SESSION_HEADER_CHARS = 256  # a session id, not a payload: longer values are cut
+
+
+def header_value(raw: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case), at most 256 characters; None if absent."""
+    for key, value in raw:
+        if key.lower() == name:
+            return value[:MAX_SESSION_HEADER_CHARS].decode("latin-1") or None
+    return None
+
+
 def response_headers(
     response: aiohttp.ClientResponse, *, keep_length: bool
 ) -> list[tuple[bytes, bytes]]:

@@ -25,7 +25,12 @@ import aiohttp
 from multidict import CIMultiDict
 
 from monitor.aliases import AliasTable
-from monitor.headers import request_headers, response_headers, upstream_authorization
+from monitor.headers import (
+    header_value,
+    request_headers,
+    response_headers,
+    upstream_authorization,
+)
 from monitor.limits import BodyRejectedError, ClientLimits, read_body
 from monitor.metrics import DropReason, RejectReason, SidecarMetrics, status_class
 from monitor.paths import DEFAULT_FORWARD_PATHS, PathPolicy, normalise_path, upstream_path
@@ -82,6 +87,7 @@ class OpenAIProxy:
         forward_paths: Iterable[str] = DEFAULT_FORWARD_PATHS,
         trusted_networks: TrustedNetworks | None = None,
         upstream_api_key: str | None = None,
+        session_header: str = "",
     ) -> None:
         bare, credentials = split_credentials(upstream_url.rstrip("/"))
         if credentials is not None and upstream_api_key:
@@ -99,6 +105,7 @@ class OpenAIProxy:
         self._paths = PathPolicy(forward_paths)
         self._trusted = trusted_networks or TrustedNetworks()
         self._upstream_auth = upstream_authorization(upstream_api_key, credentials)
+        self._session_header = session_header.lower().encode("latin-1")
         # No total limit: a healthy stream may run for as long as it keeps sending.
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s)
         self._first_byte_timeout_s = first_byte_timeout_s
@@ -158,6 +165,8 @@ class OpenAIProxy:
         plan = Plan(route=route, body=body)
         if route != OTHER_ROUTE:
             self._planner.plan(plan, capture_header, started_wall)
+            if plan.exchange is not None and self._session_header:
+                plan.exchange.session_header = header_value(scope["headers"], self._session_header)
         url = self.upstream_url + upstream_path(path, scope["path"], scope.get("raw_path"))
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")

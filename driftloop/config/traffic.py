@@ -115,6 +115,13 @@ class CaptureConfig(Section):
     flush_interval_s: float = Field(
         1.0, gt=0, description="Longest time a captured row waits in memory before it is written."
     )
+    session_header: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]*$",
+        description="Request header naming the conversation (e.g. x-session-id); when a client"
+        " sends it, it decides the row's session key. Empty: the OpenAI `user` field, then the"
+        " first user turn.",
+    )
     rows_in_child: bool = Field(
         True,
         description="Parse, redact and build rows in a child process (niced), off the proxy's"

@@ -169,3 +169,28 @@ def test_many_concurrent_streams_all_captured(start_sidecar, stub_url):
     sidecar.flush()
     texts = sidecar.rows("SELECT DISTINCT response_text, completion_tokens FROM requests")
     assert texts == [(results[0], 20)]
+
+
+def test_a_configured_session_header_decides_the_session_key(start_sidecar, stub_url):
+    """Through a real sidecar: one header value is one session, whatever the messages say."""
+    sidecar = start_sidecar(stub_url, capture={"session_header": "X-Session-Id"})
+    sdk = client(sidecar.url)
+    for session, text in (("s-1", "hi"), ("s-1", "other opening"), ("s-2", "hi")):
+        sdk.chat.completions.create(
+            model="stub",
+            messages=[{"role": "user", "content": text}],
+            extra_headers={"x-session-id": session},
+        )
+    chat(sidecar.url)  # no header: keyed by its first user turn, as before
+    sidecar.flush()
+    keys = [k for (k,) in sidecar.rows("SELECT session_key FROM requests ORDER BY started_at")]
+    assert keys[0] == keys[1] and keys[0].startswith("h:") and "s-1" not in keys[0]
+    assert keys[2] != keys[0] and keys[2].startswith("h:")
+    assert keys[3].startswith("c:")
+
+
+def test_a_session_header_name_that_is_not_a_header_token_is_refused(tmp_path):
+    from driftloop.config import load_config
+
+    with pytest.raises(ValueError, match="session_header"):
+        load_config(None, environ={"DRIFTLOOP__CAPTURE__SESSION_HEADER": "x session"})
