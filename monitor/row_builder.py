@@ -62,7 +62,6 @@ class RowBuilder:
         self._nice, self._timeout_s = nice, timeout_s
         self._child: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()  # one batch on the pipe at a time
-        self.restarts = 0
 
     @property
     def pid(self) -> int | None:
@@ -97,7 +96,6 @@ class RowBuilder:
         if self._child is not None and self._child.poll() is None:
             return self._child
         if self._child is not None:
-            self.restarts += 1
             log.error(
                 "row builder process %d exited (%s); starting another",
                 self._child.pid,
