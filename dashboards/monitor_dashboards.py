@@ -340,14 +340,19 @@ def traffic_dashboard() -> dash.Dashboard:
             series(
                 "Capture writer",
                 "Exchanges waiting in memory, writer liveness (1 = up, 0 while writes fail), and"
-                " in the last hour: writer restarts, failed writes (retried) and store reopens"
-                " (the file was deleted or replaced). DriftloopCaptureStoreFailing warns.",
+                " in the last hour: writer restarts, row builder failures (batches the writer"
+                " built itself), failed writes (retried) and store reopens (the file was deleted"
+                " or replaced). DriftloopCaptureStoreFailing warns.",
                 [
                     Query("sum(driftloop_capture_queue_depth)", "queue depth"),
                     Query("min(driftloop_capture_writer_up)", "writer up"),
                     Query(
                         "sum(increase(driftloop_capture_writer_restarts_total[1h]))",
                         "restarts (1h)",
+                    ),
+                    Query(
+                        "sum(increase(driftloop_capture_row_builder_failures_total[1h]))",
+                        "row builder failures (1h)",
                     ),
                     Query(
                         "sum(increase(driftloop_capture_write_failures_total[1h]))",

@@ -10,9 +10,10 @@ the same core the proxy wins and capture falls behind (bounded by the writer's b
 instead of traffic slowing.
 
 Frames are a 4-byte big-endian length and a pickle, over the child's stdin and stdout. The
-child never sees anything but this process's own pickles. A child that dies or stops answering
-is restarted for the next batch and ``RowBuilderError`` tells the writer to convert this batch
-itself, so nothing is lost.
+child never sees anything but this process's own pickles. It says it is ready once its imports
+are done (``startup_timeout_s``), so a batch's ``timeout_s`` measures conversion alone. A child
+that dies or stops answering is killed and replaced for the next batch, and ``RowBuilderError``
+tells the writer to convert this batch itself, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from monitor.capture import CapturedExchange, Redact, rows_to_arrow, to_row
 log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
+_READY = b"ready"
 Failure = tuple[int, str]  # the exchange's index in its batch, and why it cannot be a row
 
 
@@ -57,9 +59,17 @@ def convert(batch: list[CapturedExchange], redact: Redact) -> tuple[pa.Table | N
 class RowBuilder:
     """Owns one child process that converts batches of exchanges into Arrow tables."""
 
-    def __init__(self, redact: Redact, *, nice: int = 5, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        redact: Redact,
+        *,
+        nice: int = 5,
+        timeout_s: float = 30.0,
+        startup_timeout_s: float = 60.0,
+    ) -> None:
         self._redact_pickle = pickle.dumps(redact)  # a redactor that does not pickle fails here
         self._nice, self._timeout_s = nice, timeout_s
+        self._startup_timeout_s = startup_timeout_s
         self._child: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()  # one batch on the pipe at a time
 
@@ -108,13 +118,14 @@ class RowBuilder:
             stdout=subprocess.PIPE,
             env=env,
         )
-        assert child.stdin is not None
+        self._child = child
         try:
             _write_frame(child.stdin, self._redact_pickle)
-        except OSError as exc:
-            child.kill()
+            if _read_frame(child.stdout, time.monotonic() + self._startup_timeout_s) != _READY:
+                raise ValueError("it did not say it was ready")
+        except (OSError, EOFError, TimeoutError, ValueError) as exc:
+            self._stop_child()
             raise RowBuilderError(f"the row builder process did not start: {exc}") from None
-        self._child = child
         return child
 
     def _stop_child(self) -> None:
@@ -167,6 +178,7 @@ def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         redact: Redact = pickle.loads(_read_frame(stdin, forever))
     except EOFError:
         return
+    _write_frame(stdout, _READY)
     while True:
         try:
             batch: list[Any] = pickle.loads(_read_frame(stdin, forever))

@@ -19,7 +19,7 @@ import pytest
 
 from benchmarks.upstream_stub import start_stub_in_thread
 from tests import polling
-from tests.fleet.processes import FLEET_TOKEN, role_process, seaweedfs
+from tests.fleet.processes import FLEET_TOKEN, RoleProcess, role_process, seaweedfs
 
 pytestmark = pytest.mark.slow
 ALIASES = {"support": "smollm2", "canary": "smollm2-b"}
@@ -71,13 +71,14 @@ def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every
                 "sample_rate": 1.0,
             },
         )
-        sidecars = [
-            role_process(
+
+        def fleet_sidecar(name: str, upstream_url: str, **sections) -> RoleProcess:
+            return role_process(
                 tmp_path / name,
                 "sidecar",
                 store,
                 aliases=ALIASES,
-                sidecar={"upstream_url": f"http://127.0.0.1:{stub_port}"},
+                sidecar={"upstream_url": upstream_url},
                 capture={"flush_interval_s": 0.2},
                 fleet={
                     "sidecar_id": name,
@@ -85,23 +86,14 @@ def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every
                     "shard_max_age_s": 0.5,
                     "routing_poll_s": 0.3,
                 },
+                **sections,
             )
-            for name in SIDECARS
-        ]
-        real = role_process(
-            tmp_path / VLLM_SIDECAR,
-            "sidecar",
-            store,
-            aliases=ALIASES,
-            sidecar={"upstream_url": vllm_server.base_url},
+
+        sidecars = [fleet_sidecar(name, f"http://127.0.0.1:{stub_port}") for name in SIDECARS]
+        real = fleet_sidecar(
+            VLLM_SIDECAR,
+            vllm_server.base_url,
             vllm={"launch": False, "api_key_env": "FLEET_TEST_VLLM_KEY"},
-            capture={"flush_interval_s": 0.2},
-            fleet={
-                "sidecar_id": VLLM_SIDECAR,
-                "controller_url": controller.api,
-                "shard_max_age_s": 0.5,
-                "routing_poll_s": 0.3,
-            },
         )
         every = [*sidecars, real]
         try:

@@ -109,3 +109,15 @@ def test_a_hung_child_is_killed_at_its_timeout_and_the_batch_is_built_in_the_thr
         assert (table.num_rows, failed, builder.pid != pid) == (1, [], True)
     finally:
         builder.close()
+
+
+def test_a_child_that_does_not_start_in_time_is_reported_and_killed():
+    builder = RowBuilder(REDACT, startup_timeout_s=0.001)  # no interpreter imports that fast
+    try:
+        builder.build([exchange(0)])
+    except RowBuilderError as exc:
+        assert "did not start" in str(exc)
+    else:
+        raise AssertionError("a child started within a millisecond")
+    assert builder.pid is None
+    builder.close()
