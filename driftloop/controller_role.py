@@ -4,10 +4,10 @@ It owns the DuckDB file. Shards are listed and loaded on ``fleet.ingest_interval
 drift and the judges then run per alias over the whole fleet's traffic, as in `driftloop serve`
 (an LLM judge calls ``judges.base_url``, else ``sidecar.upstream_url``: a replica or the load
 balancer in front of them). The retrain loop is not wired in: its deployer loads an adapter into
-one vLLM, and a fleet needs every replica to load it before the route switches (issue 14). The control API serves the routing table that sidecars
-follow (``fleet_routes``); its changes are logged in DuckDB and restored at start
-(``routing_log``). Its own metrics listen on ``sidecar.host:sidecar.port`` (a controller has no
-proxy there).
+one vLLM, and a fleet needs every replica to load it before the route switches (issue 14). The
+control API serves the routing table that sidecars follow (``fleet_routes``); its changes are
+logged in DuckDB and restored at start (``routing_log``). Its own metrics listen on
+``sidecar.host:sidecar.port`` (a controller has no proxy there).
 """
 
 from __future__ import annotations
