@@ -27,6 +27,17 @@ log = logging.getLogger(__name__)
 ROUTING_PATH = "/api/v1/fleet/routing"
 
 
+def routing_table(body: Any) -> tuple[int, dict[str, str]]:
+    """The version and aliases of a routing table (the controller's answer or the saved copy).
+
+    ``ValueError``, ``KeyError`` or ``TypeError`` when it is not one.
+    """
+    version, table = int(body["version"]), dict(body["aliases"])
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
+        raise ValueError("the routing table maps names to names")
+    return version, table
+
+
 class RoutingMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.version = Gauge(
@@ -99,10 +110,7 @@ class RoutingFollower:
                 self._metrics.polls.labels(outcome="unchanged").inc()
                 return False
             response.raise_for_status()
-            body = response.json()
-            version, table = int(body["version"]), dict(body["aliases"])
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
-                raise ValueError("the routing table maps names to names")
+            version, table = routing_table(response.json())
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             self._failed(f"{type(exc).__name__}: {exc}")
             return False
@@ -123,9 +131,8 @@ class RoutingFollower:
             return
         try:
             state = json.loads(self._state_path.read_bytes())
-            version, table, etag = int(state["version"]), dict(state["aliases"]), state["etag"]
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
-                raise ValueError("the routing table maps names to names")
+            version, table = routing_table(state)
+            etag = state["etag"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring the saved routing table %s: %s", self._state_path, exc)
             return
