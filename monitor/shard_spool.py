@@ -59,7 +59,10 @@ def sidecar_of(key: str) -> str | None:
 
 def _sequence(key: str) -> int:
     """The sequence number of a spooled shard key (the spool keeps only keys that match KEY)."""
-    return int(key.rsplit("/", 1)[-1].removesuffix(".parquet"))
+    match = KEY.match(key)
+    if match is None:
+        raise ValueError(f"{key!r} is not a shard key")
+    return int(match["seq"])
 
 
 def check_sidecar_id(value: str) -> str:
