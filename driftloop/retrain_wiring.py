@@ -1,7 +1,9 @@
 """Builds the retrain loop from configuration: trainer subprocess, golden-set gate, deployer.
 
 Wiring only: what each stage does lives in ``retrain/``; this module picks the implementations
-(training in a niced subprocess, the gate over vLLM's OpenAI API) and their settings.
+(training in a niced subprocess, the gate over vLLM's OpenAI API) and their settings. One box
+loads versions into its one vLLM and switches its alias table; a fleet (``FleetDeployment``)
+places them on every replica and switches the routing table the sidecars follow.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from driftloop.config import Config
 from judges.client import RetryPolicy
 from monitor.aliases import AliasTable
 from monitor.store import Store
+from monitor.vllm_admin import VLLMAdmin
 from retrain.adapter_registry import Adapter, AdapterRegistry
 from retrain.data.dataset import DatasetSettings
 from retrain.data.files import Dataset
@@ -27,9 +30,9 @@ from retrain.gate.golden import GoldenSet, golden_prompts, load_golden_set
 from retrain.gate.report import write_report
 from retrain.loop import GateOutcome, LoopSettings, RetrainLoop, TrainedAdapter
 from retrain.metrics import LoopMetrics
-from retrain.serving.deploy import Deployer, Route
+from retrain.serving.deploy import AliasSwitch, Deployer, Placement, Route
+from retrain.serving.fleet import FleetPlacement
 from retrain.serving.guard import GuardSettings, PostDeployGuard
-from retrain.serving.vllm_admin import VLLMAdmin
 from retrain.training.job import run_training
 from retrain.training.spec import TrainingLimits, TrainingProgress, TrainingSpec
 from retrain.triggers import Triggers, TriggerSettings
@@ -40,6 +43,15 @@ log = logging.getLogger(__name__)
 # The judges' retry policy (judges/client.py), with the numbers the gate had from the openai SDK
 # until now (2 retries, 0.5 s doubling up to 8 s): one policy for every OpenAI-compatible call.
 GATE_RETRY = RetryPolicy(max_retries=2, backoff_s=0.5, max_backoff_s=8.0)
+
+
+@dataclass(frozen=True)
+class FleetDeployment:
+    """How the controller ships: every replica's agent, the fleet's routing table, an eval replica."""
+
+    placement: FleetPlacement
+    switch: AliasSwitch
+    eval_sidecar: str  # its vLLM is the controller's sidecar.upstream_url, where the gate runs
 
 
 @dataclass
@@ -60,20 +72,32 @@ def build_retrain(
     base_model_dir: Path,
     retrain_aliases: Callable[[], list[str]],
     upstream_api_key: str | None = None,
+    fleet: FleetDeployment | None = None,
 ) -> RetrainParts:
     """The loop for every alias ``retrain_aliases()`` names (configured aliases only).
 
-    Deployer and gate call vLLM directly (not through the sidecar) with ``upstream_api_key``.
+    The gate calls the vLLM at ``upstream_url`` directly (not through a sidecar) with
+    ``upstream_api_key``; on one box the deployer loads versions there too.
     """
     r = cfg.retrain
     work = cfg.cache_dir.absolute() / "retrain"  # paths go to a subprocess and to vLLM
     metrics = LoopMetrics(registry)
     admin = VLLMAdmin(upstream_url, api_key=upstream_api_key)
     models = AdapterRegistry(store)
+    placement: Placement = admin
+    switch: AliasSwitch = aliases
+    load_for_gate: Callable[[str, str], None] = admin.load
+    if fleet is not None:
+        placement, switch = fleet.placement, fleet.switch
+        eval_sidecars = [fleet.eval_sidecar]
+
+        def load_for_gate(name: str, path: str) -> None:
+            fleet.placement.load(name, path, sidecars=eval_sidecars)
+
     deployer = Deployer(
         models,
-        admin,
-        aliases,
+        placement,
+        switch,
         metrics,
         base_model=cfg.vllm.served_model_name,
         keep_versions=r.keep_versions,
@@ -90,7 +114,7 @@ def build_retrain(
         metrics,
         settings,
         trainer=subprocess_trainer(cfg, base_model_dir, work / "adapters"),
-        gate=GoldenGate(cfg, client, admin, golden, work / "reports"),
+        gate=GoldenGate(cfg, client, load_for_gate, golden, work / "reports"),
         aliases=retrain_aliases,
         guard=_post_deploy_guard(cfg, deployer),
     )
@@ -222,13 +246,13 @@ class GoldenGate:
         self,
         cfg: Config,
         client: OpenAI,
-        admin: VLLMAdmin,
+        load: Callable[[str, str], None],
         golden: dict[str, GoldenSet],
         reports_dir: Path,
     ) -> None:
         r = cfg.retrain
         self.client = client
-        self.admin = admin
+        self.load = load  # serves a candidate where ``client`` reaches it
         self.golden = golden
         self.reports_dir = reports_dir
         self.base_model = cfg.vllm.served_model_name
@@ -241,7 +265,7 @@ class GoldenGate:
 
     def __call__(self, candidate: Adapter, production: Route) -> GateOutcome:
         golden = self.golden[candidate.model_alias]
-        self.admin.load(candidate.served_name, candidate.path)  # served to be measured
+        self.load(candidate.served_name, candidate.path)  # served to be measured
         report = run_gate(
             self.client,
             golden,

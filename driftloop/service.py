@@ -27,7 +27,7 @@ from driftloop.proxy_wiring import (
     run_servers,
     uvicorn_config,
 )
-from driftloop.retrain_wiring import RetrainParts, build_retrain
+from driftloop.retrain_wiring import FleetDeployment, RetrainParts, build_retrain
 from driftloop.scheduling import Job, Jobs
 from driftloop.schema import MIGRATIONS
 from driftloop.upstream import default_model_dir, open_upstream
@@ -101,7 +101,7 @@ def build_components(
         # Independent of drift: judging runs (and fails) on its own; the proxy never waits on it.
         parts.add_jobs(judge_jobs(cfg, store, registry, aliases, upstream_url, upstream_api_key))
     if cfg.retrain.enabled and store is not None and cfg.aliases:
-        parts.retrain = _build_retrain_loop(
+        parts.retrain = build_retrain_loop(
             cfg, store, registry, aliases, upstream_url, upstream_api_key
         )
         parts.add_jobs([Job("retrain", parts.retrain.loop.tick, cfg.retrain.interval_s)])
@@ -124,13 +124,14 @@ def _open_capture(cfg: Config, metrics: SidecarMetrics) -> tuple[Store | None, C
     return store, writer
 
 
-def _build_retrain_loop(
+def build_retrain_loop(
     cfg: Config,
     store: Store,
     registry: CollectorRegistry,
     aliases: AliasTable,
     upstream_url: str,
     upstream_api_key: str | None,
+    fleet: FleetDeployment | None = None,
 ) -> RetrainParts:
     """The retrain loop for every configured alias, training on the resolved base model folder."""
     return build_retrain(
@@ -142,6 +143,7 @@ def _build_retrain_loop(
         base_model_dir=cfg.retrain.base_model_dir or cfg.vllm.model_dir or default_model_dir(cfg),
         retrain_aliases=lambda: sorted(cfg.aliases),
         upstream_api_key=upstream_api_key,
+        fleet=fleet,
     )
 
 
@@ -178,13 +180,13 @@ def _open_store(
         return None, opener, str(exc)
 
 
-def reconcile_deployments(parts: Components) -> None:
+def reconcile_deployments(retrain: RetrainParts | None) -> None:
     """After a (re)start: route every alias to what the registry says is in production."""
-    if parts.retrain is None:
+    if retrain is None:
         return
-    for alias in parts.retrain.loop.aliases():
+    for alias in retrain.loop.aliases():
         try:
-            route = parts.retrain.loop.reconcile(alias)
+            route = retrain.loop.reconcile(alias)
             log.info("%s routes to %s", alias, route.served_name)
         except Exception as exc:  # vLLM down: serve anyway, the alias keeps its configured route
             log.error("could not reconcile %s with vLLM: %s", alias, exc)
@@ -257,7 +259,7 @@ def serve(cfg: Config) -> None:
     exit_on_sigterm()
     with open_upstream(cfg) as (upstream_url, upstream_key):
         parts = build_components(cfg, upstream_url, upstream_api_key=upstream_key)
-        reconcile_deployments(parts)
+        reconcile_deployments(parts.retrain)
         api = ApiServer(control_api(cfg, parts), cfg.api.host, cfg.api.port)
         sidecar = Server(uvicorn_config(parts.sidecar, cfg.sidecar.host, cfg.sidecar.port))
         log.info(

@@ -4,6 +4,8 @@ No DuckDB, and none of the loop's packages (``retrain``, ``judges``) is imported
 copies traffic, seals it into Parquet shards that the uploader sends to object storage (spooled
 locally while that is down), and follows the controller's routing table. It serves with its last
 table when the controller is unreachable, and with its config's aliases before the first answer.
+Its adapter agent (``fleet.adapter_agent``) makes the vLLM beside it hold the adapter versions
+that table wants, and reports what it holds.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from driftloop.proxy_wiring import (
     uvicorn_config,
 )
 from driftloop.upstream import open_upstream
+from monitor.adapter_agent import AdapterAgent, AgentMetrics
 from monitor.aliases import AliasTable
 from monitor.fleet_metrics import ShardMetrics
 from monitor.memory import tune_allocator
@@ -36,6 +39,7 @@ from monitor.shard_sink import ShardSink
 from monitor.shard_spool import ShardSpool, Uploader
 from monitor.sidecar import Sidecar
 from monitor.urls import redact_url
+from monitor.vllm_admin import VLLMAdmin
 from monitor.writer import CaptureWriter
 
 log = logging.getLogger(__name__)
@@ -52,17 +56,23 @@ class FleetSidecar:
     uploader: Uploader
     routing: RoutingFollower
     registry: CollectorRegistry
+    agent: AdapterAgent | None = None
 
     def start(self) -> None:
-        """The uploader and the routing follower (the proxy's lifespan starts the writer)."""
+        """Uploader, routing follower, adapter agent (the proxy's lifespan starts the writer)."""
         self.uploader.start()
         self.routing.start()
+        if self.agent is not None:
+            self.agent.start()
 
     def close(self) -> None:
         """Write what is buffered into a last shard, upload what storage takes, stop."""
         self.writer.close()
         self.sink.close()
         self.uploader.close()
+        if self.agent is not None:
+            self.agent.close()
+            self.agent.admin.close()
         self.routing.close()
 
 
@@ -123,6 +133,16 @@ def build_fleet_sidecar(
     )
     sink.on_sealed = uploader.wake  # a sealed shard is uploaded now, not at the next tick
     writer = CaptureWriter(sink, metrics, **capture_writer_options(cfg))
+    agent = None
+    if cfg.fleet.adapter_agent:
+        agent = AdapterAgent(
+            VLLMAdmin(upstream_url, api_key=upstream_api_key),
+            open_object_store(cfg),
+            cfg.fleet.adapter_cache_dir,
+            AgentMetrics(registry),
+            report=lambda body: routing.report(body),
+            interval_s=cfg.fleet.agent_interval_s,
+        )
     routing = RoutingFollower(
         aliases,
         cfg.fleet.controller_url,
@@ -131,9 +151,12 @@ def build_fleet_sidecar(
         RoutingMetrics(registry),
         interval_s=cfg.fleet.routing_poll_s,
         state_path=cfg.fleet.spool_dir / ROUTING_STATE,
+        on_wanted=agent.want if agent is not None else None,
     )
     proxy = build_proxy(cfg, upstream_url, metrics, aliases, writer, upstream_api_key)
-    return FleetSidecar(Sidecar(proxy, writer), aliases, writer, sink, uploader, routing, registry)
+    return FleetSidecar(
+        Sidecar(proxy, writer), aliases, writer, sink, uploader, routing, registry, agent
+    )
 
 
 def run_sidecar(cfg: Config) -> None:

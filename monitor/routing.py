@@ -6,6 +6,8 @@ config when it never applied one. It applies each new table atomically (``AliasT
 and keeps the last one whenever the controller is unreachable, so traffic never waits on the
 controller.
 Each poll says which version the sidecar applies (the controller exports it per sidecar).
+The table also names the adapter versions the controller wants loaded (``adapters``); the
+follower hands them to the adapter agent (``on_wanted``) and posts the agent's reports back.
 """
 
 from __future__ import annotations
@@ -13,18 +15,21 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from monitor.adapter_bundles import BundleError, BundleRef
 from monitor.aliases import AliasTable
 from monitor.fs import write_atomic
 
 log = logging.getLogger(__name__)
 
 ROUTING_PATH = "/api/v1/fleet/routing"
+REPORT_PATH = "/api/v1/fleet/adapters"
 
 
 def routing_table(body: Any) -> tuple[int, dict[str, str]]:
@@ -36,6 +41,17 @@ def routing_table(body: Any) -> tuple[int, dict[str, str]]:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
         raise ValueError("the routing table maps names to names")
     return version, table
+
+
+def wanted_adapters(body: Any) -> dict[str, BundleRef]:
+    """The adapter versions a routing table wants loaded (none in a table from before them).
+
+    ``BundleError`` names a malformed reference.
+    """
+    wanted = body.get("adapters") or {}
+    if not isinstance(wanted, dict):
+        raise BundleError("the routing table's adapters map names to bundle references")
+    return {str(name): BundleRef.parse(ref) for name, ref in wanted.items()}
 
 
 class RoutingMetrics:
@@ -67,6 +83,7 @@ class RoutingFollower:
         interval_s: float = 2.0,
         timeout_s: float = 5.0,
         state_path: Path | None = None,
+        on_wanted: Callable[[dict[str, BundleRef]], None] | None = None,
     ) -> None:
         self.aliases, self.sidecar_id, self._metrics = aliases, sidecar_id, metrics
         self._interval_s = interval_s
@@ -79,6 +96,8 @@ class RoutingFollower:
         self.applied: int | None = None  # the controller's version; None: still the config's
         self._etag: str | None = None
         self._state_path = state_path
+        self._on_wanted = on_wanted
+        self.wanted: dict[str, BundleRef] = {}
         self.problem: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,21 +129,39 @@ class RoutingFollower:
                 self._metrics.polls.labels(outcome="unchanged").inc()
                 return False
             response.raise_for_status()
-            version, table = routing_table(response.json())
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            body = response.json()
+            version, table = routing_table(body)
+            wanted = wanted_adapters(body)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, BundleError) as exc:
             self._failed(f"{type(exc).__name__}: {exc}")
             return False
-        self._apply(version, table, response.headers.get("etag"))
+        self._apply(version, table, wanted, response.headers.get("etag"))
         self._save_state(table)
         self._ok()
         self._metrics.polls.labels(outcome="changed").inc()
         return True
 
-    def _apply(self, version: int, table: dict[str, str], etag: str | None) -> None:
+    def report(self, body: dict[str, Any]) -> None:
+        """Post the adapter agent's report; a controller that is down just misses this one."""
+        try:
+            response = self._client.post(REPORT_PATH, json={"sidecar": self.sidecar_id, **body})
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            log.debug("adapter report not delivered: %s", exc)
+
+    def _apply(
+        self,
+        version: int,
+        table: dict[str, str],
+        wanted: dict[str, BundleRef],
+        etag: str | None,
+    ) -> None:
         self.aliases.replace(table, version)
         if self.applied != version:
             log.info("routing table version %d applied: %s", version, table)
-        self.applied, self._etag = version, etag
+        self.applied, self._etag, self.wanted = version, etag, wanted
+        if self._on_wanted is not None:
+            self._on_wanted(wanted)
 
     def _load_state(self) -> None:
         if self._state_path is None or not self._state_path.exists():
@@ -132,16 +169,22 @@ class RoutingFollower:
         try:
             state = json.loads(self._state_path.read_bytes())
             version, table = routing_table(state)
+            wanted = wanted_adapters(state)
             etag = state["etag"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, BundleError) as exc:
             log.warning("ignoring the saved routing table %s: %s", self._state_path, exc)
             return
-        self._apply(version, table, etag if isinstance(etag, str) else None)
+        self._apply(version, table, wanted, etag if isinstance(etag, str) else None)
 
     def _save_state(self, table: dict[str, str]) -> None:
         if self._state_path is None:
             return
-        state = {"version": self.applied, "aliases": table, "etag": self._etag}
+        state = {
+            "version": self.applied,
+            "aliases": table,
+            "adapters": {name: ref.as_dict() for name, ref in self.wanted.items()},
+            "etag": self._etag,
+        }
         try:
             self._state_path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self._state_path, json.dumps(state).encode())

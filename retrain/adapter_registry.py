@@ -74,6 +74,8 @@ class Adapter:
     run_id: str | None
     created_at: datetime
     updated_at: datetime
+    object_key: str | None = None  # its bundle in object storage (fleet), once published
+    digest: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "status": self.status.value}
@@ -81,7 +83,7 @@ class Adapter:
 
 COLUMNS = (
     "id, model_alias, version, served_name, path, status, dataset_id, run_id, created_at,"
-    " updated_at"
+    " updated_at, object_key, digest"
 )
 
 
@@ -112,7 +114,7 @@ class AdapterRegistry:
         version = int(latest) + 1
         now = self.clock()
         self.store.execute(
-            f"INSERT INTO adapters ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO adapters ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 adapter_id,
                 alias,
@@ -124,6 +126,8 @@ class AdapterRegistry:
                 run_id,
                 now,
                 now,
+                None,
+                None,
             ],
         )
         self._event(adapter_id, None, Status.TRAINING, "loop", "registered")
@@ -143,6 +147,19 @@ class AdapterRegistry:
             [to.value, self.clock(), adapter_id],
         )
         self._event(adapter_id, adapter.status, to, actor, reason)
+        return self.get(adapter_id)
+
+    def record_bundle(self, adapter_id: str, object_key: str, digest: str) -> Adapter:
+        """Where the adapter's immutable bundle lives in object storage, and its digest."""
+        adapter = self.get(adapter_id)
+        if adapter.digest not in (None, digest):
+            raise AdapterRegistryError(
+                f"{adapter.served_name} was published with digest {adapter.digest}, not {digest}"
+            )
+        self.store.execute(
+            "UPDATE adapters SET object_key = ?, digest = ? WHERE id = ?",
+            [object_key, digest, adapter_id],
+        )
         return self.get(adapter_id)
 
     def find(self, adapter_id: str) -> Adapter | None:

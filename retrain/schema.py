@@ -107,4 +107,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        9,
+        "fleet_adapters",
+        """
+        ALTER TABLE adapters ADD COLUMN object_key VARCHAR;  -- its bundle in object storage
+        ALTER TABLE adapters ADD COLUMN digest VARCHAR;      -- SHA-256 of the bundle's manifest
+        CREATE TABLE fleet_adapters (         -- versions the fleet's replicas must hold
+            served_name  VARCHAR PRIMARY KEY,
+            model_alias  VARCHAR NOT NULL,
+            object_key   VARCHAR NOT NULL,
+            digest       VARCHAR NOT NULL,
+            sidecars     VARCHAR,             -- JSON list of sidecar ids; NULL: every replica
+            wanted_since TIMESTAMPTZ NOT NULL
+        );
+        """,
+    ),
 )

@@ -51,6 +51,7 @@ WRITERS = {
     "adapter_events": "retrain/adapter_registry.py",
     "evaluations": "retrain/gate/evaluations.py",
     "deployments": "retrain/serving/deployments.py",
+    "fleet_adapters": "retrain/serving/fleet.py",
     "loop_controls": "retrain/switches.py",
     "schema_migrations": "monitor/store.py",  # the store's own bookkeeping
 }

@@ -35,7 +35,7 @@ OPENAPI_URL = "/api/v1/openapi.json"
 
 def _guarded(request: Request) -> None:
     """Fail closed should the app ever be served without ApiGuard in front of it."""
-    # ApiGuard lets the fleet actor reach its read-only routes (FLEET_PATHS) only.
+    # ApiGuard lets the fleet actor reach its routes (FLEET_ROUTES) only.
     if request.scope.get("state", {}).get("actor") not in (OPERATOR, FLEET):
         raise HTTPException(401, "missing or wrong bearer token")
 

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 
 OPERATOR = "operator"  # one shared token today; per-person tokens would name the person here
 FLEET = "fleet"  # sidecars: may read the routing table and report, nothing else
-FLEET_PATHS = ("/api/v1/fleet/routing",)
+# What the fleet token may call: read the routing table, report what a replica holds.
+FLEET_ROUTES = frozenset({("GET", "/api/v1/fleet/routing"), ("POST", "/api/v1/fleet/adapters")})
 ANONYMOUS = "anonymous"
 REDACTED = "[redacted]"
 

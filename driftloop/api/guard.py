@@ -20,7 +20,7 @@ from driftloop.api.audit import AuditLog
 from driftloop.api.auth import (
     ANONYMOUS,
     FLEET,
-    FLEET_PATHS,
+    FLEET_ROUTES,
     Authenticator,
     RateLimiter,
     client_of,
@@ -37,7 +37,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 UNAUTHORIZED = {"detail": "missing or wrong bearer token"}
 RATE_LIMITED = {"detail": "too many calls without a valid token from this client; slow down"}
-FORBIDDEN = {"detail": "the fleet token may only read the routing table"}
+FORBIDDEN = {"detail": "the fleet token may only read the routing table and report adapters"}
 
 
 class ApiGuard:
@@ -84,7 +84,7 @@ class ApiGuard:
             self.audit.record(actor, client, method, path, 401, query)
             await _json(send, 401, UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
             return
-        if actor == FLEET and (method != "GET" or path not in FLEET_PATHS):
+        if actor == FLEET and (method, path) not in FLEET_ROUTES:
             self.audit.record(actor, client, method, path, 403, query)
             await _json(send, 403, FORBIDDEN)
             return

@@ -14,13 +14,17 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from driftloop.api.auth import OPERATOR
+from monitor.vllm_admin import VLLMAdminError
 from retrain.adapter_registry import AdapterRegistryError
 from retrain.control import LoopControl, UnknownAdapterError
+from retrain.serving.fleet import RolloutError
 
 # Letters, digits, '.', '_', '-', never two dots in a row (no traversal): the registry's own rule
 # (retrain.adapter_registry.check_name), said here so a bad name is a 422 before any route runs.
 NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.?$"
 NAME_MAX = 64
+# What a switch can fail with: the registry refused it, or a vLLM/replica could not load it.
+PLACEMENT_ERRORS = (AdapterRegistryError, RolloutError, VLLMAdminError)
 Alias = Annotated[
     str, Path(pattern=NAME_PATTERN, max_length=NAME_MAX, description="public model alias")
 ]
@@ -73,8 +77,11 @@ def loop_router(
     def audited(request: Request, **detail: Any) -> None:
         request.state.audit = detail
 
-    def fail(exc: AdapterRegistryError) -> HTTPException:
-        return HTTPException(404 if isinstance(exc, UnknownAdapterError) else 409, str(exc))
+    def fail(exc: Exception) -> HTTPException:
+        if isinstance(exc, AdapterRegistryError):
+            return HTTPException(404 if isinstance(exc, UnknownAdapterError) else 409, str(exc))
+        # vLLM or a replica could not load the version: nothing switched, say who and why
+        return HTTPException(502, f"not switched: {exc}")
 
     @router.get("/retrain/runs")
     def retrain_runs(
@@ -132,7 +139,7 @@ def loop_router(
         audited(request, reason=body.reason)
         try:
             route = control.rollback(alias_known(alias), actor=OPERATOR, reason=body.reason)
-        except AdapterRegistryError as exc:
+        except PLACEMENT_ERRORS as exc:
             raise fail(exc) from exc
         return {"model": alias, "serving": route.served_name}
 
@@ -143,7 +150,7 @@ def loop_router(
         audited(request, adapter_id=body.adapter_id, reason=body.reason)
         try:
             route = control.pin(alias, body.adapter_id, actor=OPERATOR, reason=body.reason)
-        except AdapterRegistryError as exc:
+        except PLACEMENT_ERRORS as exc:
             raise fail(exc) from exc
         if route is None:
             return {"model": alias, "pinned": None}
@@ -169,7 +176,7 @@ def loop_router(
         audited(request, reason=body.reason)
         try:
             alias, route = control.promote(adapter_id, actor=OPERATOR, reason=body.reason)
-        except AdapterRegistryError as exc:
+        except PLACEMENT_ERRORS as exc:
             raise fail(exc) from exc
         return {"model": alias, "serving": route.served_name}
 

@@ -32,6 +32,11 @@ class RoutingLog:
         changed = {alias: served for alias, served, _ in rows if alias in configured}
         self.aliases.replace({**configured, **changed}, max(version for *_, version in rows))
 
+    def set(self, alias: str, served: str) -> None:
+        """The deployer's alias switch (a rollout, rollback or pin); no change, no new version."""
+        if self.aliases.snapshot().get(alias) != served:
+            self.route(alias, served, "deployment")
+
     def route(self, alias: str, served_model: str, reason: str) -> int:
         """Route ``alias`` to ``served_model``; returns the new version."""
         with self._lock:

@@ -57,8 +57,35 @@ class FleetConfig(Section):
     ingest_interval_s: float = Field(
         2.0, gt=0, le=300, description="How often the controller lists new shards."
     )
+    adapter_agent: bool = Field(
+        True,
+        description="Run the adapter agent: make this sidecar's vLLM hold the wanted versions"
+        " (off for an upstream that is not a vLLM with runtime LoRA).",
+    )
+    adapter_cache_dir: Path = Field(
+        Path("data/adapters"),
+        description="Where the agent keeps verified adapter bundles (the vLLM beside it reads"
+        " them from here).",
+    )
+    agent_interval_s: float = Field(
+        5.0, gt=0, le=300, description="How often the agent checks its vLLM and reports."
+    )
+    live_after_s: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="A replica counts for a rollout while its agent reported this recently.",
+    )
+    rollout_timeout_s: float = Field(
+        300.0, gt=0, le=7200, description="How long a rollout waits for every replica."
+    )
+    eval_sidecar: str = Field(
+        "",
+        description="The sidecar whose vLLM (the controller's sidecar.upstream_url) serves the"
+        " gate's candidates: an evaluation replica, or one taken out of rotation.",
+    )
 
-    @field_validator("sidecar_id")
+    @field_validator("sidecar_id", "eval_sidecar")
     @classmethod
     def _sidecar_id(cls, value: str) -> str:
         if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value):

@@ -5,6 +5,11 @@ alias switched in the sidecar (atomic), the adapter registry updated, the row ma
 anywhere before the last step leaves a ``loading`` row: ``reconcile`` at startup routes the alias
 back to what the adapter registry says is in production and marks the row ``failed``; nothing is
 half-shipped. (Runs the restart interrupted are failed by ``RetrainLoop.reconcile``.)
+
+Where versions are loaded is the ``Placement``: one vLLM (``VLLMAdmin``, one box) or every
+replica of a fleet (``retrain.serving.fleet.FleetPlacement``, which returns from ``load`` only
+once every live replica holds the version); the alias switch is the alias table's ``set`` (one
+box) or the fleet's routing log.
 """
 
 from __future__ import annotations
@@ -13,16 +18,29 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
-from monitor.aliases import AliasTable
 from monitor.failpoints import failpoint
 from monitor.store import Store
 from retrain.adapter_registry import Adapter, AdapterRegistry, AdapterRegistryError, Status
 from retrain.metrics import LoopMetrics
 from retrain.serving.deployments import DeploymentLog
-from retrain.serving.vllm_admin import VLLMAdmin
 
 log = logging.getLogger(__name__)
+
+
+class Placement(Protocol):
+    def load(self, name: str, path: str) -> None:
+        """Serve the adapter at ``path`` as ``name`` wherever the alias is served; raise if not."""
+
+    def keep(self, name: str, path: str) -> None:
+        """After a restart: make sure ``name`` stays served (a fleet does not wait for replicas)."""
+
+    def unload(self, name: str) -> None: ...
+
+
+class AliasSwitch(Protocol):
+    def set(self, alias: str, served: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -37,8 +55,8 @@ class Deployer:
     def __init__(
         self,
         adapters: AdapterRegistry,
-        admin: VLLMAdmin,
-        aliases: AliasTable,
+        admin: Placement,
+        aliases: AliasSwitch,
         metrics: LoopMetrics,
         base_model: str,
         keep_versions: int = 3,
@@ -136,10 +154,12 @@ class Deployer:
 
     def reconcile(self, alias: str) -> Route:
         """After a restart: make vLLM and the alias table agree with the adapter registry."""
+        interrupted = []
         for row_id, served in self.deployments.loading(alias):
             self.deployments.finish(
                 row_id, "failed", "interrupted before the alias switch; reconciled"
             )
+            interrupted.append(served)
             log.warning(
                 "deployment %s of %s was interrupted; %s stays as it was", row_id, served, alias
             )
@@ -150,17 +170,28 @@ class Deployer:
                 )
         route = self.current(alias)
         if route.adapter is not None:
-            self.admin.load(route.adapter.served_name, route.adapter.path)
+            self.admin.keep(route.adapter.served_name, route.adapter.path)
+        for served in interrupted:
+            if served != route.served_name and not self._retained(alias, served):
+                self._unload_quietly(served)
         self.aliases.set(alias, route.served_name)
         self._export(alias)
         return route
 
+    def _retained(self, alias: str, served: str) -> bool:
+        """A deprecated version still kept loaded for rollback."""
+        kept = self.adapters.versions(alias, Status.DEPRECATED)[: self.keep_versions]
+        return any(a.served_name == served for a in kept)
+
     def _unload_past_retention(self, alias: str) -> None:
         for old in self.adapters.past_retention(alias, self.keep_versions):
-            try:
-                self.admin.unload(old.served_name)
-            except Exception as exc:  # an adapter left loaded costs memory, not correctness
-                log.warning("could not unload %s: %s", old.served_name, exc)
+            self._unload_quietly(old.served_name)
+
+    def _unload_quietly(self, served: str) -> None:
+        try:
+            self.admin.unload(served)
+        except Exception as exc:  # an adapter left loaded costs memory, not correctness
+            log.warning("could not unload %s: %s", served, exc)
 
     def _export(self, alias: str) -> None:
         """One ``driftloop_deployed_adapter_info`` series per alias: the version it routes to."""

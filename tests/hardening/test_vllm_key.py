@@ -15,7 +15,7 @@ import pytest
 from driftloop.api.app import create_api
 from driftloop.upstream import open_upstream, upstream_api_key
 from judges.client import Endpoint
-from retrain.serving.vllm_admin import VLLMAdmin, VLLMAdminError
+from monitor.vllm_admin import VLLMAdmin, VLLMAdminError
 from tests.conftest import CACHE_DIR, SERVED_NAME, make_config
 from tests.servers import serve_in_thread
 

@@ -16,7 +16,7 @@ import pytest
 
 from driftloop.demo.story import house_format_feedback, write_seed_dataset
 from driftloop.vllm_process import free_port
-from retrain.serving.vllm_admin import VLLMAdmin
+from monitor.vllm_admin import VLLMAdmin
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1800)]
 TOKEN = "c" * 32

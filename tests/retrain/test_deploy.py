@@ -9,10 +9,10 @@ from prometheus_client import CollectorRegistry
 from driftloop.schema import MIGRATIONS
 from monitor.aliases import AliasTable
 from monitor.store import Store
+from monitor.vllm_admin import VLLMAdmin, VLLMAdminError
 from retrain.adapter_registry import AdapterRegistry, AdapterRegistryError, Status
 from retrain.metrics import LoopMetrics
 from retrain.serving.deploy import Deployer
-from retrain.serving.vllm_admin import VLLMAdmin, VLLMAdminError
 
 pytestmark = pytest.mark.vllm
 PROMPT = [{"role": "user", "content": "Name a colour."}]

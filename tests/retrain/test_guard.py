@@ -8,11 +8,11 @@ from prometheus_client import CollectorRegistry
 from driftloop.schema import MIGRATIONS
 from monitor.aliases import AliasTable
 from monitor.store import Store
+from monitor.vllm_admin import VLLMAdmin
 from retrain.adapter_registry import AdapterRegistry, Status
 from retrain.metrics import LoopMetrics
 from retrain.serving.deploy import Deployer
 from retrain.serving.guard import GuardSettings, PostDeployGuard
-from retrain.serving.vllm_admin import VLLMAdmin
 
 DEPLOYED = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

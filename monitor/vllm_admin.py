@@ -48,6 +48,10 @@ class VLLMAdmin:
             return
         self._call("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
 
+    def keep(self, name: str, path: str) -> None:
+        """After a restart: on one vLLM, keeping a version served is loading it."""
+        self.load(name, path)
+
     def unload(self, name: str) -> None:
         if name not in self.loaded_adapters():
             return
