@@ -341,6 +341,7 @@ def launch_fleet_sidecar(
         f"[capture]\nsample_rate = {sample_rate}\n[vllm]\nlaunch = false\n"
         f'[fleet]\nsidecar_id = "bench"\nobject_store_url = "{tmp / "objects"}"\n'
         f'spool_dir = "{tmp / "spool"}"\ncontroller_url = "http://127.0.0.1:9"\n'
+        "adapter_agent = false\n"  # the stub upstream loads no adapters
     )
     argv = [sys.executable, "-m", "driftloop", "sidecar", "--config", str(config)]
     env = {"DRIFTLOOP_FLEET_TOKEN": SIDECAR_API_TOKEN}

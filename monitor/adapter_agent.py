@@ -61,7 +61,7 @@ class AdapterAgent:
         interval_s: float = 5.0,
     ) -> None:
         self.admin, self.store, self.metrics = admin, store, metrics
-        self.cache_dir = cache_dir.absolute()  # vLLM resolves the path itself
+        self.cache_dir = cache_dir.resolve()  # compared with the paths vLLM reports
         self._report = report
         self._interval_s = interval_s
         self._wanted: dict[str, BundleRef] | None = None  # None: no table yet, touch nothing
@@ -119,10 +119,10 @@ class AdapterAgent:
 
     def _holds(self, served: dict[str, str], name: str, ref: BundleRef) -> bool:
         root = served.get(name)
-        return root is not None and Path(root) == self.cache_dir / ref.folder_name
+        return root is not None and Path(root).resolve() == self.cache_dir / ref.folder_name
 
     def _ours(self, root: str) -> bool:
-        return Path(root).parent == self.cache_dir
+        return Path(root).resolve().parent == self.cache_dir
 
     def _load(self, name: str, ref: BundleRef) -> str | None:
         """None when ``name`` now serves from the verified bundle, else why not."""

@@ -148,9 +148,9 @@ class RoleProcess:
                     return float(sample.value)
         return 0.0
 
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def call(self, method: str, path: str, timeout: float = 10, **kwargs: Any) -> httpx.Response:
         headers = {"authorization": f"Bearer {TOKEN}"}
-        return httpx.request(method, self.api + path, headers=headers, timeout=10, **kwargs)
+        return httpx.request(method, self.api + path, headers=headers, timeout=timeout, **kwargs)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -72,7 +72,7 @@ def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every
             },
         )
 
-        def fleet_sidecar(name: str, upstream_url: str, **sections) -> RoleProcess:
+        def fleet_sidecar(name: str, upstream_url: str, agent: bool, **sections) -> RoleProcess:
             return role_process(
                 tmp_path / name,
                 "sidecar",
@@ -85,14 +85,17 @@ def test_every_sidecars_rows_reach_the_controller_once_and_routing_reaches_every
                     "controller_url": controller.api,
                     "shard_max_age_s": 0.5,
                     "routing_poll_s": 0.3,
+                    "adapter_agent": agent,  # a stub is not a vLLM that loads adapters
                 },
                 **sections,
             )
 
-        sidecars = [fleet_sidecar(name, f"http://127.0.0.1:{stub_port}") for name in SIDECARS]
+        stub_url = f"http://127.0.0.1:{stub_port}"
+        sidecars = [fleet_sidecar(name, stub_url, agent=False) for name in SIDECARS]
         real = fleet_sidecar(
             VLLM_SIDECAR,
             vllm_server.base_url,
+            agent=True,
             vllm={"launch": False, "api_key_env": "FLEET_TEST_VLLM_KEY"},
         )
         every = [*sidecars, real]
@@ -230,6 +233,7 @@ def test_kill_9_of_a_sidecar_loses_at_most_its_memory_and_a_controller_restart_l
                 "controller_url": controller.api,
                 "shard_max_age_s": shard_age_s,
                 "routing_poll_s": 0.3,
+                "adapter_agent": False,
             },
         }
         sidecar = role_process(tmp_path / "replica-1", "sidecar", store, **options)

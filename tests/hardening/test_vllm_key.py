@@ -162,6 +162,6 @@ def test_the_key_appears_in_no_log_row_page_or_command_line(vllm_server, start_s
 
 @pytest.fixture(scope="module")
 def loras(smollm2_dir, tmp_path_factory):
-    from tests.retrain.test_deploy import random_lora
+    from tests.loras import random_lora
 
     return [random_lora(smollm2_dir, tmp_path_factory.mktemp("loras") / "lora1", seed=1)]

@@ -44,7 +44,7 @@ def test_tampered_bytes_in_storage_are_refused_and_nothing_lands_in_the_cache(
     ref = publish(store, "support", "support-v1", adapter)
     weights = Path(store.url) / ref.key / "adapter_model.safetensors"
     weights.write_bytes(b"evil")
-    with pytest.raises(BundleError, match="adapter_model.safetensors: its bytes do not match"):
+    with pytest.raises(BundleError, match=r"adapter_model\.safetensors: its bytes do not match"):
         fetch(store, ref, tmp_path / "cache")
     assert not (tmp_path / "cache" / ref.folder_name).exists()
 

@@ -13,24 +13,10 @@ from monitor.vllm_admin import VLLMAdmin, VLLMAdminError
 from retrain.adapter_registry import AdapterRegistry, AdapterRegistryError, Status
 from retrain.metrics import LoopMetrics
 from retrain.serving.deploy import Deployer
+from tests.loras import random_lora
 
 pytestmark = pytest.mark.vllm
 PROMPT = [{"role": "user", "content": "Name a colour."}]
-
-
-def random_lora(base_dir: Path, out: Path, seed: int) -> Path:
-    """A LoRA for SmolLM2 with random (non-zero) B, so its answers differ from the base model's."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    config = LoraConfig(
-        r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False
-    )
-    get_peft_model(model, config).save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
