@@ -30,6 +30,7 @@ from retrain.gate.golden import GoldenSet, golden_prompts, load_golden_set
 from retrain.gate.report import write_report
 from retrain.loop import GateOutcome, LoopSettings, RetrainLoop, TrainedAdapter
 from retrain.metrics import LoopMetrics
+from retrain.serving.canary import CanaryRelease, CanarySettings
 from retrain.serving.deploy import AliasSwitch, Deployer, Placement, Route
 from retrain.serving.fleet import FleetPlacement
 from retrain.serving.guard import GuardSettings, PostDeployGuard
@@ -117,6 +118,7 @@ def build_retrain(
         gate=GoldenGate(cfg, client, load_for_gate, golden, work / "reports"),
         aliases=retrain_aliases,
         guard=_post_deploy_guard(cfg, deployer),
+        canary=CanaryRelease(deployer, switch, metrics, canary_settings(cfg)),
     )
     if r.seed_dataset is not None:
         for alias in retrain_aliases():
@@ -178,6 +180,16 @@ def _post_deploy_guard(cfg: Config, deployer: Deployer) -> PostDeployGuard:
             max_error_rate=r.rollback_max_error_rate,
             min_judge_score=r.rollback_min_judge_score,
         ),
+    )
+
+
+def canary_settings(cfg: Config) -> CanarySettings:
+    r = cfg.retrain
+    return CanarySettings(
+        share=r.canary_share,
+        min_requests=r.canary_min_requests,
+        alpha=r.canary_alpha,
+        max_duration_s=r.canary_max_duration_s,
     )
 
 

@@ -28,6 +28,24 @@ class Plan:
     status: int = 0  # the upstream's status, once its headers arrived
 
 
+def canary_key(payload: dict[str, object], session: str | None) -> str | None:
+    """What keeps a conversation on one side of a canary: the session header, the ``user``
+    field, else its first user message (every later turn resends it; a system prompt is shared
+    by everyone, so it is skipped); None: no key, a random side."""
+    if session:
+        return "h:" + session
+    user = payload.get("user")
+    if isinstance(user, str) and user:
+        return "u:" + user
+    messages = payload.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        if isinstance(message, dict) and message.get("role") == "user":
+            first = message.get("content")
+            return "m:" + first[:2000] if isinstance(first, str) and first else None
+    prompt = payload.get("prompt")
+    return "p:" + prompt[:2000] if isinstance(prompt, str) and prompt else None
+
+
 class CapturePlanner:
     """Rewrites ``model`` through the alias table and decides (and counts) capture."""
 
@@ -46,13 +64,19 @@ class CapturePlanner:
         self.capture_enabled = capture_enabled
         self._max_body_bytes = max_body_bytes
 
-    def plan(self, plan: Plan, header: str | None, started_wall: float) -> None:
-        """Apply the alias table and sampling; rewrite the body only when something changes."""
+    def plan(
+        self, plan: Plan, header: str | None, started_wall: float, session: str | None = None
+    ) -> None:
+        """Apply the alias table and sampling; rewrite the body only when something changes.
+
+        ``session`` is the configured session header's value: with the body's ``user`` and its
+        first message it keys a canary's split, so a conversation stays on one version.
+        """
         payload, strict = jsonbody.loads(plan.body)
         if not isinstance(payload, dict):
             return  # not a JSON object: upstream answers with its own 400, passed through verbatim
         model = payload.get("model") if isinstance(payload.get("model"), str) else None
-        served = self.aliases.resolve(model)
+        served = self.aliases.resolve(model, canary_key(payload, session))
         changed = served != model
         if changed:
             payload["model"] = served

@@ -164,9 +164,14 @@ class OpenAIProxy:
             capture_header = None
         plan = Plan(route=route, body=body)
         if route != OTHER_ROUTE:
-            self._planner.plan(plan, capture_header, started_wall)
-            if plan.exchange is not None and self._session_header:
-                plan.exchange.session_header = header_value(scope["headers"], self._session_header)
+            session = (
+                header_value(scope["headers"], self._session_header)
+                if self._session_header
+                else None
+            )
+            self._planner.plan(plan, capture_header, started_wall, session)
+            if plan.exchange is not None:
+                plan.exchange.session_header = session
         url = self.upstream_url + upstream_path(path, scope["path"], scope.get("raw_path"))
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")

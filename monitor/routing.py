@@ -23,7 +23,7 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitor.adapter_bundles import BundleError, BundleRef
-from monitor.aliases import AliasTable
+from monitor.aliases import AliasTable, Canary
 from monitor.fs import write_atomic
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,20 @@ def routing_table(body: Any) -> tuple[int, dict[str, str]]:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
         raise ValueError("the routing table maps names to names")
     return version, table
+
+
+def running_canaries(body: Any) -> dict[str, Canary]:
+    """The canaries a routing table runs (none in a table from before them).
+
+    ``ValueError``, ``KeyError`` or ``TypeError`` when one is malformed.
+    """
+    canaries = body.get("canaries") or {}
+    if not isinstance(canaries, dict):
+        raise ValueError("the routing table's canaries map aliases to a candidate and a share")
+    return {
+        str(alias): Canary(str(c["served_model"]), float(c["share"]))
+        for alias, c in canaries.items()
+    }
 
 
 def wanted_adapters(body: Any) -> dict[str, BundleRef]:
@@ -131,11 +145,11 @@ class RoutingFollower:
             response.raise_for_status()
             body = response.json()
             version, table = routing_table(body)
-            wanted = wanted_adapters(body)
+            canaries, wanted = running_canaries(body), wanted_adapters(body)
         except (httpx.HTTPError, ValueError, KeyError, TypeError, BundleError) as exc:
             self._failed(f"{type(exc).__name__}: {exc}")
             return False
-        self._apply(version, table, wanted, response.headers.get("etag"))
+        self._apply(version, table, canaries, wanted, response.headers.get("etag"))
         self._save_state(table)
         self._ok()
         self._metrics.polls.labels(outcome="changed").inc()
@@ -153,10 +167,11 @@ class RoutingFollower:
         self,
         version: int,
         table: dict[str, str],
+        canaries: dict[str, Canary],
         wanted: dict[str, BundleRef],
         etag: str | None,
     ) -> None:
-        self.aliases.replace(table, version)
+        self.aliases.replace(table, version, canaries)
         if self.applied != version:
             log.info("routing table version %d applied: %s", version, table)
         self.applied, self._etag, self.wanted = version, etag, wanted
@@ -169,12 +184,12 @@ class RoutingFollower:
         try:
             state = json.loads(self._state_path.read_bytes())
             version, table = routing_table(state)
-            wanted = wanted_adapters(state)
+            canaries, wanted = running_canaries(state), wanted_adapters(state)
             etag = state["etag"]
         except (OSError, ValueError, KeyError, TypeError, BundleError) as exc:
             log.warning("ignoring the saved routing table %s: %s", self._state_path, exc)
             return
-        self._apply(version, table, wanted, etag if isinstance(etag, str) else None)
+        self._apply(version, table, canaries, wanted, etag if isinstance(etag, str) else None)
 
     def _save_state(self, table: dict[str, str]) -> None:
         if self._state_path is None:
@@ -182,6 +197,7 @@ class RoutingFollower:
         state = {
             "version": self.applied,
             "aliases": table,
+            "canaries": {a: c.as_dict() for a, c in self.aliases.canaries().items()},
             "adapters": {name: ref.as_dict() for name, ref in self.wanted.items()},
             "etag": self._etag,
         }

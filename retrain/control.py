@@ -13,6 +13,7 @@ from retrain.adapter_registry import Adapter, AdapterRegistryError, Status, chec
 from retrain.feedback import add_feedback
 from retrain.gate.evaluations import evaluations
 from retrain.loop import RetrainLoop
+from retrain.serving.canary import CanaryRelease
 from retrain.serving.deploy import Route
 from retrain.switches import set_paused, set_pinned
 from retrain.triggers import TriggerDecision
@@ -43,6 +44,16 @@ class LoopControl:
     def evaluations(self, adapter_id: str | None) -> list[dict[str, Any]]:
         return evaluations(self._loop.store, adapter_id)
 
+    def canaries(self, alias: str | None, limit: int) -> dict[str, Any]:
+        """Canary releases, newest first, and the live comparison of each running one."""
+        canary = self._canary()
+        running = {
+            a: comparison.as_dict()
+            for a in self._loop.aliases()
+            if (comparison := canary.compare(a)) is not None
+        }
+        return {"running": running, "history": canary.history(alias, limit)}
+
     # --- overrides ----------------------------------------------------------------------------
 
     def force(self, alias: str, reason: str, actor: str) -> TriggerDecision:
@@ -64,6 +75,27 @@ class LoopControl:
     def set_paused(self, alias: str, paused: bool) -> None:
         set_paused(self._loop.store, alias, paused)
         self._loop.metrics.paused.labels(model=alias).set(int(paused))
+
+    def start_canary(self, adapter_id: str, *, actor: str, reason: str) -> Adapter:
+        """Give a staged version the configured canary share now."""
+        canary = self._canary()
+        if not canary.settings.enabled:
+            raise AdapterRegistryError("retrain.canary_share is 0: canaries are off")
+        started = canary.start(self._adapter(adapter_id), actor=actor, reason=reason)
+        return self._loop.adapters.get(started.adapter_id)
+
+    def promote_canary(self, alias: str, *, actor: str, reason: str) -> Adapter:
+        """End the alias's canary now: the candidate takes all traffic."""
+        return self._canary().promote(alias, actor=actor, reason=f"operator: {reason}")
+
+    def abort_canary(self, alias: str, *, actor: str, reason: str) -> Adapter:
+        """End the alias's canary now: production takes all traffic, the candidate is rejected."""
+        return self._canary().abort(alias, actor=actor, reason=f"operator: {reason}")
+
+    def _canary(self) -> CanaryRelease:
+        if self._loop.canary is None:
+            raise AdapterRegistryError("this loop runs no canary releases")
+        return self._loop.canary
 
     def rollback(self, alias: str, *, actor: str, reason: str) -> Route:
         return self._loop.deployer.rollback(alias, actor=actor, reason=reason)

@@ -7,6 +7,9 @@ decides how they run (a subprocess with the real model, or the tiny model in ben
 
 A run ends in one of three ways: ``shipped`` (the gate passed and the alias now routes to the new
 version), ``rejected`` (the gate said no: production untouched), ``failed`` (an error, named).
+With a canary configured a passing version ends its run as ``canary``: it serves a share of the
+traffic, and ``CanaryRelease.check`` on later ticks promotes it or rolls it back on live data
+(no new run starts for the alias meanwhile).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from retrain.data.sources import training_examples
 from retrain.gate.evaluations import record_evaluation
 from retrain.metrics import LoopMetrics, Stage
 from retrain.runs import RunLog
+from retrain.serving.canary import CanaryRelease
 from retrain.serving.deploy import Deployer, Route
 from retrain.serving.guard import PostDeployGuard
 from retrain.switches import pinned_adapter
@@ -103,6 +107,7 @@ class RetrainLoop:
         gate: Gate,
         aliases: Callable[[], list[str]],
         guard: PostDeployGuard | None = None,
+        canary: CanaryRelease | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
@@ -115,6 +120,7 @@ class RetrainLoop:
         self.gate = gate
         self.aliases = aliases
         self.guard = guard
+        self.canary = canary
         self.clock = clock
         self.runs = RunLog(store, clock)
 
@@ -124,6 +130,9 @@ class RetrainLoop:
         """The scheduled job: guard fresh deploys, evaluate every alias's triggers, run if tripped."""
         out: dict[str, RunResult | TriggerDecision] = {}
         for alias in self.aliases():
+            canary = self.canary
+            if canary is not None and canary.running(alias) and canary.check(alias) is None:
+                continue  # live data has not decided yet: no new run meanwhile
             if self.guard is not None and (route := self.guard.check(alias)) is not None:
                 log.warning(
                     "%s rolled back to %s by the post-deploy guard", alias, route.served_name
@@ -145,7 +154,10 @@ class RetrainLoop:
     def reconcile(self, alias: str) -> Route:
         """After a (re)start: fail the runs it interrupted, then route the alias as registered."""
         self.runs.fail_interrupted(alias)
-        return self.deployer.reconcile(alias)
+        route = self.deployer.reconcile(alias)
+        if self.canary is not None:
+            self.canary.restore(alias)
+        return route
 
     def register_seed_dataset(self, alias: str, path: Path) -> Dataset | None:
         """Make the production model's own training data the alias's first replay pool (once)."""
@@ -200,6 +212,11 @@ class RetrainLoop:
                 why = f"pinned to {pinned}" if pinned else "auto_deploy is off"
                 self._note(result, f"{staged.served_name} stays in staging: {why}")
                 return self._end(result, alias, "staged", staged)
+            if self.canary is not None and self.canary.settings.enabled:
+                with self._stage(result, Stage.DEPLOY) as note:
+                    self.canary.start(staged, actor=actor, reason=f"retrain {result.run_id}")
+                    note(f"{staged.served_name} serves a canary share of {alias}")
+                return self._end(result, alias, "canary", staged)
             shipped = self._deploy_stage(result, alias, staged, decision, actor)
             return self._end(result, alias, "shipped", shipped)
         except Exception as exc:

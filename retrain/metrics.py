@@ -75,3 +75,15 @@ class LoopMetrics:
             ["model", "reason"],
             registry=registry,
         )
+        self.canary_share = Gauge(
+            "driftloop_canary_share",
+            "Share of the alias's conversations a running canary gets (0: none runs).",
+            ["model"],
+            registry=registry,
+        )
+        self.canary_decisions = Counter(
+            "driftloop_canary_decisions_total",
+            "Canary releases decided: promoted, rolled_back (live data was worse), aborted.",
+            ["model", "decision"],
+            registry=registry,
+        )

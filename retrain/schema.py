@@ -123,4 +123,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        10,
+        "canaries",
+        """
+        CREATE SEQUENCE canaries_seq;
+        CREATE TABLE canaries (               -- one row per canary release, with its decision
+            id          BIGINT PRIMARY KEY DEFAULT nextval('canaries_seq'),
+            model_alias VARCHAR NOT NULL,
+            adapter_id  VARCHAR NOT NULL,
+            served_name VARCHAR NOT NULL,     -- the candidate
+            production  VARCHAR NOT NULL,     -- what the rest of the traffic was served by
+            share       DOUBLE NOT NULL,
+            started_at  TIMESTAMPTZ NOT NULL,
+            state       VARCHAR NOT NULL,     -- running | promoted | rolled_back | aborted
+            decided_at  TIMESTAMPTZ,
+            actor       VARCHAR NOT NULL,     -- who started it, then who decided
+            reason      VARCHAR NOT NULL,
+            numbers     VARCHAR               -- JSON: the comparison the decision was made on
+        );
+        """,
+    ),
 )

@@ -52,6 +52,7 @@ WRITERS = {
     "evaluations": "retrain/gate/evaluations.py",
     "deployments": "retrain/serving/deployments.py",
     "fleet_adapters": "retrain/serving/fleet.py",
+    "canaries": "retrain/serving/canary.py",
     "loop_controls": "retrain/switches.py",
     "schema_migrations": "monitor/store.py",  # the store's own bookkeeping
 }

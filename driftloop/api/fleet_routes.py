@@ -5,7 +5,8 @@ nothing else) and ``If-None-Match``: an unchanged table costs a 304. Each poll n
 and the version it applies, so the controller knows who is live and who lags. Operators change
 an alias with ``PUT /api/v1/routing/{alias}`` (logged in DuckDB, so a restarted controller
 serves the same table at the same version); every sidecar applies it on its next poll.
-The table also carries the adapter versions that sidecar's agent must hold (``adapters``); each
+The table also carries the running canaries (``canaries``: alias -> candidate and share, split
+by the sidecars) and the adapter versions that sidecar's agent must hold (``adapters``); each
 agent posts what its vLLM holds to ``POST /api/v1/fleet/adapters`` (the rollout waits on these
 reports, ``retrain.serving.fleet``).
 """
@@ -99,13 +100,17 @@ def fleet_router(
     ) -> Any:
         """The alias table, its version and the sidecar's wanted adapters; 304 when unchanged."""
         members.saw(sidecar, version)
-        current, table = aliases.versioned()
-        adapters = wanted(sidecar)
-        etag = table_etag(current, {"aliases": table, "adapters": adapters})
+        current, table, running = aliases.versioned()
+        body = {
+            "aliases": table,
+            "canaries": {alias: canary.as_dict() for alias, canary in running.items()},
+            "adapters": wanted(sidecar),
+        }
+        etag = table_etag(current, body)
         if if_none_match == etag:
             return Response(status_code=304, headers={"etag": etag})
         response.headers["etag"] = etag
-        return {"version": current, "aliases": table, "adapters": adapters}
+        return {"version": current, **body}
 
     @router.post("/api/v1/fleet/adapters", status_code=204)
     def report(body: AdapterReport) -> Response:

@@ -143,6 +143,44 @@ def loop_router(
             raise fail(exc) from exc
         return {"model": alias, "serving": route.served_name}
 
+    @router.get("/canaries")
+    def canaries(
+        model: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=NAME_MAX)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 20,
+    ) -> dict[str, Any]:
+        """Running canaries with their live comparison, and every canary's decision."""
+        return _jsonable(control.canaries(model, limit))
+
+    @router.post("/adapters/{adapter_id}/canary")
+    def start_canary(adapter_id: AdapterId, body: Reason, request: Request) -> dict[str, Any]:
+        """Give a staged version the configured canary share of its alias now."""
+        audited(request, reason=body.reason)
+        try:
+            adapter = control.start_canary(adapter_id, actor=OPERATOR, reason=body.reason)
+        except PLACEMENT_ERRORS as exc:
+            raise fail(exc) from exc
+        return {"model": adapter.model_alias, "canary": adapter.served_name}
+
+    @router.post("/models/{alias}/canary/promote")
+    def promote_canary(alias: Alias, body: Reason, request: Request) -> dict[str, Any]:
+        """End the alias's canary now: the candidate takes all of its traffic."""
+        audited(request, reason=body.reason)
+        try:
+            adapter = control.promote_canary(alias_known(alias), actor=OPERATOR, reason=body.reason)
+        except PLACEMENT_ERRORS as exc:
+            raise fail(exc) from exc
+        return {"model": alias, "serving": adapter.served_name}
+
+    @router.post("/models/{alias}/canary/abort")
+    def abort_canary(alias: Alias, body: Reason, request: Request) -> dict[str, Any]:
+        """End the alias's canary now: production takes all traffic, the candidate is rejected."""
+        audited(request, reason=body.reason)
+        try:
+            adapter = control.abort_canary(alias_known(alias), actor=OPERATOR, reason=body.reason)
+        except PLACEMENT_ERRORS as exc:
+            raise fail(exc) from exc
+        return {"model": alias, "rejected": adapter.served_name}
+
     @router.post("/models/{alias}/pin")
     def pin(alias: Alias, body: PinRequest, request: Request) -> dict[str, Any]:
         """Pin the alias to a version (deploying it now) so the loop stops deploying; null unpins."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from monitor.aliases import AliasTable
+from monitor.aliases import AliasTable, Canary
 from monitor.store import Store
 
 
@@ -36,6 +36,19 @@ class RoutingLog:
         """The deployer's alias switch (a rollout, rollback or pin); no change, no new version."""
         if self.aliases.snapshot().get(alias) != served:
             self.route(alias, served, "deployment")
+
+    def set_canary(self, alias: str, canary: Canary | None) -> None:
+        """Start or end ``alias``'s canary (the canary table keeps it across restarts)."""
+        with self._lock:
+            version = self.aliases.version + 1
+            what = f"canary {canary.served} at {canary.share:g}" if canary else "canary ended"
+            self.store.execute(
+                "INSERT INTO routing_changes (version, alias, served_model, reason)"
+                " VALUES (?, ?, ?, ?)",
+                [version, alias, self.aliases.snapshot().get(alias, alias), what],
+            )
+            self.aliases.set_canary(alias, canary)
+            self.aliases.version = version
 
     def route(self, alias: str, served_model: str, reason: str) -> int:
         """Route ``alias`` to ``served_model``; returns the new version."""

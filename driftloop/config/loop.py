@@ -254,3 +254,19 @@ class RetrainConfig(Section):
     rollback_min_judge_score: float | None = Field(
         2.5, description="Roll back when the judges' mean on its answers is below this; null: off."
     )
+    canary_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of an alias's conversations a new version gets first; 0: it takes all"
+        " traffic at once.",
+    )
+    canary_min_requests: int = Field(
+        100, ge=1, description="Requests on each side of a canary before it may be promoted."
+    )
+    canary_alpha: float = Field(
+        0.01, gt=0, lt=1, description="Significance of the canary's checks, all together."
+    )
+    canary_max_duration_s: float = Field(
+        86400.0, gt=0, description="A canary without enough traffic by then is rolled back."
+    )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from monitor.aliases import Canary
 from monitor.failpoints import failpoint
 from monitor.store import Store
 from retrain.adapter_registry import Adapter, AdapterRegistry, AdapterRegistryError, Status
@@ -40,7 +41,11 @@ class Placement(Protocol):
 
 
 class AliasSwitch(Protocol):
+    """Where an alias's route changes: the alias table (one box) or the fleet's routing log."""
+
     def set(self, alias: str, served: str) -> None: ...
+
+    def set_canary(self, alias: str, canary: Canary | None) -> None: ...
 
 
 @dataclass(frozen=True)
