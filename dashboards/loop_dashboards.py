@@ -232,4 +232,20 @@ def loop_dashboard() -> dash.Dashboard:
                 ],
             )
         )
+        .with_panel(
+            series(
+                "Canary releases",
+                "Share of each alias's conversations a running canary gets (0: none), and canary"
+                " decisions per day: promoted, rolled_back on live data"
+                " (DriftloopCanaryRolledBack), aborted by an operator.",
+                [
+                    Query(f"max by (model) (driftloop_canary_share{m})", "{{model}} share"),
+                    Query(
+                        "sum by (model, decision)"
+                        f" (increase(driftloop_canary_decisions_total{m}[1d]))",
+                        "{{model}} {{decision}}",
+                    ),
+                ],
+            )
+        )
     )

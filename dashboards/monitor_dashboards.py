@@ -367,6 +367,25 @@ def traffic_dashboard() -> dash.Dashboard:
         )
         .with_panel(
             series(
+                "Adapter agents (fleet)",
+                "Per sidecar: wanted adapter versions its vLLM holds, versions it could not load"
+                " on the last pass (a rollout waits for or stops on these), and loads and unloads"
+                " in the last hour.",
+                [
+                    Query("sum by (sidecar) (driftloop_adapter_agent_held)", "{{sidecar}} held"),
+                    Query(
+                        "sum by (sidecar) (driftloop_adapter_agent_failing)", "{{sidecar}} failing"
+                    ),
+                    Query(
+                        "sum by (action, outcome)"
+                        " (increase(driftloop_adapter_agent_changes_total[1h]))",
+                        "{{action}} {{outcome}} (1h)",
+                    ),
+                ],
+            )
+        )
+        .with_panel(
+            series(
                 "Capture buffer (bytes)",
                 "Captured bytes waiting in memory for the writer; captures are dropped"
                 " (buffer_full) once capture.max_buffer_bytes is reached.",

@@ -157,12 +157,13 @@ def run_controller(cfg: Config) -> None:
         cfg.api.port,
         cfg.sidecar.port,
     )
+    # Before the API serves the routing table: a running canary is routed again first.
+    reconcile_deployments(parts.retrain)
     try:
         try:
             api.start()
         except ApiServerError as exc:
             raise SystemExit(str(exc)) from None
-        reconcile_deployments(parts.retrain)
         parts.jobs.start()
         parts.stopped.wait()
     finally:

@@ -11,6 +11,10 @@ real vLLM started with ``--max-lora-rank 8``: a rank-16 version is one it really
 - The controller killed (failpoint) after every replica loaded a version but before the switch:
   the restarted controller fails that deployment, routes the alias as the registry says, and
   every sidecar converges on that one table while the agents unload the orphan.
+- Canaries across the fleet: both sidecars split the alias per conversation, the controller
+  decides on the rows it ingested from both: a sound candidate is promoted (both sidecars then
+  answer with it), one trained to refuse is rolled back with its numbers, and production's share
+  never left the old version.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from driftloop.demo.story import tech_support_traffic
 from driftloop.schema import MIGRATIONS
 from driftloop.vllm_process import VLLMServer
 from monitor.failpoints import ENV as FAILPOINT
@@ -33,7 +38,7 @@ from retrain.adapter_registry import AdapterRegistry, Status
 from tests import polling
 from tests.conftest import CACHE_DIR, SERVED_NAME
 from tests.fleet.processes import RoleProcess, role_process, seaweedfs
-from tests.loras import random_lora
+from tests.loras import REFUSAL, random_lora, refusal_lora
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]
 ALIASES = {"support": SERVED_NAME, "billing": SERVED_NAME}
@@ -83,6 +88,24 @@ class Fleet:
     def route(self, alias: str) -> str:
         table = self.controller.call("GET", "/api/v1/fleet/routing", params={"sidecar": "test"})
         return table.json()["aliases"][alias]
+
+    def converse(self, openings: list[str]) -> None:
+        """One request per opening, alternating between the sidecars (a load balancer)."""
+        names = sorted(self.sidecars)
+        for i, opening in enumerate(openings):
+            client = OpenAI(
+                base_url=self.sidecars[names[i % 2]].url + "/v1", api_key="k", max_retries=0
+            )
+            client.chat.completions.create(
+                model="support",
+                messages=[{"role": "user", "content": opening}],
+                max_tokens=16,
+                temperature=0,
+            )
+
+    def canary_decision(self) -> dict | None:
+        history = self.controller.call("GET", "/api/v1/canaries").json()["history"]
+        return history[0] if history and history[0]["state"] != "running" else None
 
     def promote(self, adapter_id: str, reason: str) -> httpx.Response:
         return self.controller.call(
@@ -134,6 +157,11 @@ def fleet(vllm_server, replica_b, smollm2_dir, tmp_path_factory) -> Iterator[Fle
             "support-rank8": ("support", random_lora(smollm2_dir, loras / "s8", seed=1)),
             "support-rank16": ("support", random_lora(smollm2_dir, loras / "s16", 2, rank=16)),
             "billing-rank8": ("billing", random_lora(smollm2_dir, loras / "b8", seed=3)),
+            "canary-sound": ("support", random_lora(smollm2_dir, loras / "c", seed=4)),
+            "canary-refuses": (
+                "support",
+                refusal_lora(smollm2_dir, CACHE_DIR / "loras" / "refuses"),
+            ),
         },
     )
     vllms = {"a": vllm_server, "b": replica_b}
@@ -145,7 +173,15 @@ def fleet(vllm_server, replica_b, smollm2_dir, tmp_path_factory) -> Iterator[Fle
             aliases=ALIASES,
             sidecar={"upstream_url": vllm_server.base_url},
             vllm={"launch": False, "api_key_env": "FLEET_TEST_VLLM_KEY"},
-            retrain={"enabled": True, "interval_s": 3600, "base_model_dir": str(smollm2_dir)},
+            retrain={
+                "enabled": True,
+                "interval_s": 2,  # the tick decides canaries; no trigger can trip here
+                "base_model_dir": str(smollm2_dir),
+                "volume_examples": None,
+                "quality_bar": None,
+                "canary_share": 0.5,
+                "canary_min_requests": 15,
+            },
             fleet={"eval_sidecar": "a", "live_after_s": 5, "rollout_timeout_s": 120},
         )
         controller.env["FLEET_TEST_VLLM_KEY"] = vllm_server.api_key
@@ -157,12 +193,14 @@ def fleet(vllm_server, replica_b, smollm2_dir, tmp_path_factory) -> Iterator[Fle
                 store,
                 aliases=ALIASES,
                 sidecar={"upstream_url": server.base_url},
+                capture={"flush_interval_s": 0.2},
                 vllm={"launch": False, "api_key_env": "FLEET_TEST_VLLM_KEY"},
                 fleet={
                     "sidecar_id": name,
                     "controller_url": controller.api,
                     "routing_poll_s": 0.5,
                     "agent_interval_s": 1.0,
+                    "shard_max_age_s": 0.5,
                     "adapter_cache_dir": str(root / name / "adapters"),
                 },
             )
@@ -264,4 +302,56 @@ def test_a_controller_killed_between_loaded_and_switch_reconciles_every_sidecar(
         fleet.answer("a", "billing")
         == fleet.answer("b", "billing")
         == fleet.direct("a", SERVED_NAME)
+    )
+
+
+def test_fleet_canaries_promote_a_sound_version_and_roll_back_one_that_fails_live(fleet):
+    assert fleet.promote(fleet.staged["support-rank8"], "production").status_code == 200
+    openings = list(dict.fromkeys(tech_support_traffic(200, seed=6)))
+
+    reply = fleet.controller.call(
+        "POST",
+        f"/api/v1/adapters/{fleet.staged['canary-sound']}/canary",
+        json={"reason": "try it on half"},
+        timeout=180,
+    )
+    assert reply.status_code == 200, reply.text
+    sound = reply.json()["canary"]
+    polling.wait_until(fleet.converged, what="both sidecars to run the canary", timeout_s=30)
+    fleet.converse(openings[:40])
+    decision = polling.wait_until(fleet.canary_decision, what="a decision", timeout_s=120)
+    print("sound canary:", decision["reason"])
+    assert decision["state"] == "promoted", decision
+    numbers = decision["numbers"]
+    assert min(numbers["n_candidate"], numbers["n_production"]) >= 15
+    polling.wait_until(fleet.converged, what="both sidecars to switch", timeout_s=30)
+    assert fleet.route("support") == sound
+    assert fleet.answer("a", "support") == fleet.answer("b", "support") == fleet.direct("a", sound)
+
+    reply = fleet.controller.call(
+        "POST",
+        f"/api/v1/adapters/{fleet.staged['canary-refuses']}/canary",
+        json={"reason": "this one refuses"},
+        timeout=180,
+    )
+    assert reply.status_code == 200, reply.text
+    refuser = reply.json()["canary"]
+    polling.wait_until(fleet.converged, what="both sidecars to run the canary", timeout_s=30)
+    fleet.converse(openings[40:80])
+    decision = polling.wait_until(fleet.canary_decision, what="a decision", timeout_s=120)
+    print("refusing canary:", decision["reason"])
+    assert decision["state"] == "rolled_back", decision
+    checks = {c["name"]: c for c in decision["numbers"]["checks"]}
+    assert checks["refusal_rate"]["regression"]
+    assert checks["refusal_rate"]["candidate"] > 0.5
+    assert checks["refusal_rate"]["production"] == 0  # the other share stayed on production
+    assert decision["numbers"]["production"] == sound
+    polling.wait_until(fleet.converged, what="both sidecars to drop the canary", timeout_s=30)
+    assert fleet.route("support") == sound
+    for replica in ("a", "b"):
+        assert not fleet.answer(replica, "support").startswith(REFUSAL[:12])
+    polling.wait_until(
+        lambda: all(refuser not in fleet.loaded(r) for r in ("a", "b")),
+        what="both agents to unload the refuser",
+        timeout_s=30,
     )

@@ -61,6 +61,13 @@ NEEDS_EVENT = {
     "driftloop_gate_decisions_total": "needs a retrain run reaching the golden-set gate",
     "driftloop_deployed_adapter_info": "needs the retrain loop's deployer (retrain is off here)",
     "driftloop_rollbacks_total": "needs a deployed adapter to roll back",
+    "driftloop_canary_": (
+        "needs a canary release (retrain is off here): tests/retrain/test_canary_e2e.py runs them"
+    ),
+    "driftloop_adapter_agent_": (
+        "only fleet sidecars run an adapter agent (serve loads adapters itself):"
+        " tests/fleet/test_rollout.py"
+    ),
     "driftloop_judge_anchor_shift": "needs an anchor-set pass (hourly) with parseable verdicts",
     "driftloop_drift_min_detectable_shift_ratio": (
         "set only when the windows are large enough that some shift would be caught with 90%"
