@@ -16,7 +16,7 @@ from pathlib import Path
 from openai import OpenAI
 from prometheus_client import CollectorRegistry
 
-from driftloop.config import Config
+from driftloop.config import Config, ConfigError
 from judges.client import RetryPolicy
 from monitor.aliases import AliasTable
 from monitor.store import Store
@@ -35,7 +35,8 @@ from retrain.serving.deploy import AliasSwitch, Deployer, Placement, Route
 from retrain.serving.fleet import FleetPlacement
 from retrain.serving.guard import GuardSettings, PostDeployGuard
 from retrain.training.job import run_training
-from retrain.training.spec import TrainingLimits, TrainingProgress, TrainingSpec
+from retrain.training.ray_executor import RayExecutor, StoreAccess
+from retrain.training.spec import TrainingLimits, TrainingProgress, TrainingResult, TrainingSpec
 from retrain.triggers import Triggers, TriggerSettings
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def build_retrain(
         triggers,
         metrics,
         settings,
-        trainer=subprocess_trainer(cfg, base_model_dir, work / "adapters"),
+        trainer=subprocess_trainer(cfg, base_model_dir, work / "adapters", training_executor(cfg)),
         gate=GoldenGate(cfg, client, load_for_gate, golden, work / "reports"),
         aliases=retrain_aliases,
         guard=_post_deploy_guard(cfg, deployer),
@@ -201,10 +202,30 @@ def golden_set_for(cfg: Config, alias: str) -> GoldenSet:
     return load_golden_set(name, version or None)
 
 
+def training_executor(cfg: Config) -> Callable[..., TrainingResult]:
+    """``run_training`` here, or the same on a Ray cluster (``retrain.executor``)."""
+    r = cfg.retrain
+    if r.executor == "local":
+        return run_training
+    if not r.ray_address or not cfg.fleet.object_store_url:
+        raise ConfigError(
+            "retrain.executor = 'ray' needs retrain.ray_address and fleet.object_store_url"
+            " (the trainer gets its dataset and returns its adapter through object storage)"
+        )
+    f = cfg.fleet
+    store = StoreAccess(f.object_store_url, f.s3_endpoint, f.s3_region, f.access_key_env,
+                        f.secret_key_env)  # fmt: skip
+    return RayExecutor(r.ray_address, store, r.ray_num_cpus, r.ray_num_gpus, dict(r.ray_resources))
+
+
 def subprocess_trainer(
-    cfg: Config, base_model_dir: Path, adapters_dir: Path
+    cfg: Config,
+    base_model_dir: Path,
+    adapters_dir: Path,
+    execute: Callable[..., TrainingResult] = run_training,
 ) -> Callable[..., TrainedAdapter]:
-    """LoRA SFT in a niced subprocess (``retrain.training.job``), capped by the config."""
+    """LoRA SFT in a niced subprocess (``retrain.training.job``), here or on Ray, capped by the
+    config."""
     r = cfg.retrain
     limits = TrainingLimits(
         max_learning_rate=r.max_learning_rate,
@@ -236,7 +257,7 @@ def subprocess_trainer(
             loss = f", loss {p.loss:.3f}" if p.loss is not None else ""
             on_progress(f"training {p.phase}: step {p.step}/{p.max_steps}{loss}{rate}")
 
-        result = run_training(spec, limits=limits, on_progress=progress)
+        result = execute(spec, limits=limits, on_progress=progress)
         return TrainedAdapter(
             result.adapter.id,
             result.adapter_path,

@@ -27,6 +27,7 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -112,8 +113,14 @@ def digest_of(files: dict[str, str]) -> str:
 
 def publish(store: ObjectStore, alias: str, served_name: str, folder: Path) -> BundleRef:
     """Upload ``folder`` as a bundle (files first, the manifest last) and return its reference."""
+    return publish_folder(store, lambda digest: bundle_key(alias, served_name, digest), folder)
+
+
+def publish_folder(store: ObjectStore, key_of: Callable[[str], str], folder: Path) -> BundleRef:
+    """Upload any folder the same way, under ``key_of(digest)`` (training inputs and outputs)."""
     files = folder_files(folder)
-    ref = BundleRef(bundle_key(alias, served_name, digest_of(files)), digest_of(files))
+    ref = BundleRef(key_of(digest_of(files)), digest_of(files))
+    served_name = folder.name
     manifest = json.dumps({"digest": ref.digest, "files": files}, sort_keys=True).encode()
     try:
         for name in files:

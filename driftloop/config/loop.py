@@ -221,6 +221,20 @@ class RetrainConfig(Section):
         1800.0, gt=0, description="A training subprocess running longer is killed."
     )
     train_threads: int = Field(1, ge=1, description="CPU threads the trainer may use.")
+    executor: Literal["local", "ray"] = Field(
+        "local",
+        description="Where training runs: a local subprocess, or a Ray task (inputs and outputs"
+        " through fleet.object_store_url).",
+    )
+    ray_address: str = Field(
+        "", description="The Ray cluster to train on (host:port of its head node)."
+    )
+    ray_num_cpus: float = Field(1.0, ge=0, description="CPUs the Ray training task asks for.")
+    ray_num_gpus: float = Field(0.0, ge=0, description="GPUs the Ray training task asks for.")
+    ray_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description='Custom Ray resources that pin the trainer to a node, e.g. {"trainer": 1}.',
+    )
     golden_sets: dict[str, str] = Field(
         default_factory=lambda: {"*": "helpdesk"},
         description="Model alias (or *) -> golden set name[@version] the gate runs.",

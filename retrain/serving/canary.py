@@ -45,7 +45,7 @@ class CanarySettings:
     min_requests: int = 100  # on each side before a promotion
     alpha: float = 0.01  # for all checks together
     max_duration_s: float = 86400.0
-    draws: int = 2000
+    draws: int = 10000  # permutation draws per check: small p-values at small samples
 
     @property
     def enabled(self) -> bool:

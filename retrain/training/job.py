@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -62,6 +63,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+PR_SET_PDEATHSIG = 1  # prctl(2)
+# Looked up once here: between fork and exec the child must not load libraries or take locks.
+try:
+    _PRCTL: Any = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _PRCTL = None
 
 
 def child_environment(threads: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -98,6 +105,17 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
         process.wait(timeout=30)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when the thread that started it dies.
+
+    The child leads its own session (so a cancel kills its whole group), which also means a
+    parent killed with SIGKILL (a controller, a Ray worker whose node died) would leave it
+    training alone; the kernel's parent-death signal ends it instead (Linux).
+    """
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _describe_exit(code: int) -> str:
     if code < 0:
         with contextlib.suppress(ValueError):
@@ -124,7 +142,7 @@ def run_training(
     wall = time.monotonic() - started
     result = _reported_result(process, events, tail)
     adapter_path = Path(result["adapter"])
-    info, metrics = _read_adapter(adapter_path, spec, process.pid)
+    info, metrics = read_adapter(adapter_path, spec, process.pid)
     log.info("training finished in %.1f s: %s", wall, adapter_path)
     return TrainingResult(
         adapter_path=adapter_path,
@@ -167,6 +185,7 @@ def _run_child(
             env=child_environment(spec.threads),
             cwd=scratch,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.info("training subprocess %d started for %s", process.pid, spec.dataset)
         try:
@@ -198,7 +217,7 @@ def _reported_result(
     return result
 
 
-def _read_adapter(
+def read_adapter(
     adapter_path: Path, spec: TrainingSpec, pid: int
 ) -> tuple[AdapterInfo, dict[str, Any]]:
     """Validate the published adapter and read its result.json; raise TrainingError if unusable."""

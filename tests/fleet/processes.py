@@ -162,6 +162,8 @@ class RoleProcess:
         try:
             path = "/healthz" if self.role == "sidecar" else "/metrics"
             httpx.get(self.url + path, timeout=2)
+            if self.role == "controller":  # its API starts after it reconciled deployments
+                httpx.get(self.api + "/api/v1/status", timeout=2)
         except httpx.HTTPError:
             return False
         return True

@@ -175,10 +175,10 @@ def fleet(vllm_server, replica_b, smollm2_dir, tmp_path_factory) -> Iterator[Fle
             vllm={"launch": False, "api_key_env": "FLEET_TEST_VLLM_KEY"},
             retrain={
                 "enabled": True,
-                "interval_s": 2,  # the tick decides canaries; no trigger can trip here
+                # The tick decides canaries. No trigger can trip: drift and judges are off and
+                # no feedback arrives.
+                "interval_s": 2,
                 "base_model_dir": str(smollm2_dir),
-                "volume_examples": None,
-                "quality_bar": None,
                 "canary_share": 0.5,
                 "canary_min_requests": 15,
             },

@@ -1,0 +1,209 @@
+"""LoRA training as a Ray task on a cluster: inputs and outputs travel through object storage.
+
+The controller uploads the dataset folder to object storage and submits one task (pinned with
+``num_cpus``/``num_gpus`` and custom resources, e.g. ``{"trainer": 1}`` on the GPU node). On the
+worker the task downloads and checks the dataset, runs the same niced, time-limited training
+subprocess as the local executor (``run_training``), and uploads the adapter folder; the
+controller downloads and validates it. The trainer never sees the controller's disk, only the
+base model, which must exist at ``spec.base_model`` on the worker node.
+
+Progress (step, loss, steps/s) comes back through a Ray queue while the task runs. The time limit
+and a cancel end the task with ``ray.cancel(force=True)``: its worker dies, and the training
+subprocess with it (it is killed when its parent dies). A worker or node that dies mid-run ends
+the run with ``TrainingError`` naming Ray's reason; nothing is returned, so nothing is
+registered.
+
+Ray is imported on first use, so configurations with the local executor never load it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monitor.adapter_bundles import BundleError, BundleRef, fetch, publish_folder
+from monitor.object_store import ObjectStore
+from retrain.training.job import read_adapter, run_training
+from retrain.training.spec import (
+    TrainingCancelledError,
+    TrainingError,
+    TrainingLimits,
+    TrainingProgress,
+    TrainingResult,
+    TrainingSpec,
+    TrainingTimeoutError,
+)
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.25
+
+
+@dataclass(frozen=True)
+class StoreAccess:
+    """How a worker opens the controller's object store: keys from its own environment."""
+
+    url: str
+    endpoint: str = ""
+    region: str = "us-east-1"
+    access_key_env: str = "AWS_ACCESS_KEY_ID"
+    secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
+
+    def open(self) -> ObjectStore:
+        return ObjectStore.open(
+            self.url,
+            endpoint=self.endpoint,
+            region=self.region,
+            access_key=os.environ.get(self.access_key_env),
+            secret_key=os.environ.get(self.secret_key_env),
+        )
+
+
+@dataclass
+class RayExecutor:
+    """``run_training``'s signature, on a Ray cluster at ``address``."""
+
+    address: str
+    store: StoreAccess
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    resources: Mapping[str, float] = field(default_factory=dict)
+    _connected: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(
+        self,
+        spec: TrainingSpec,
+        *,
+        limits: TrainingLimits | None = None,
+        on_progress: Callable[[TrainingProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> TrainingResult:
+        import ray
+        from ray.util.queue import Empty, Queue
+
+        spec.check_limits(limits or TrainingLimits())
+        started = time.monotonic()
+        objects = self.store.open()
+        run_key = f"training/{time.strftime('%Y-%m-%d')}/{uuid.uuid4().hex[:16]}"
+        try:
+            dataset = publish_folder(objects, lambda d: f"{run_key}/dataset-{d[:16]}", spec.dataset)
+        except BundleError as exc:
+            raise TrainingError(f"cannot hand the dataset to Ray: {exc}") from exc
+        self._connect()
+        progress = Queue(actor_options={"num_cpus": 0})
+        task = ray.remote(train_on_worker).options(
+            num_cpus=self.num_cpus,
+            num_gpus=self.num_gpus,
+            resources=dict(self.resources),
+            max_retries=0,  # a run that died is failed and named, not silently run twice
+        )
+        ref = task.remote(spec.to_json(), dataset.as_dict(), dataclasses.asdict(self.store),
+                          run_key, progress)  # fmt: skip
+        log.info("training submitted to Ray at %s as %s (%s)", self.address, run_key, ref)
+        deadline = started + spec.time_limit_s
+        try:
+            while not ray.wait([ref], timeout=POLL_S)[0]:
+                self._relay(progress, Empty, on_progress)
+                if cancel is not None and cancel.is_set():
+                    ray.cancel(ref, force=True)
+                    raise TrainingCancelledError("training was cancelled (Ray task killed)")
+                if time.monotonic() > deadline:
+                    ray.cancel(ref, force=True)
+                    raise TrainingTimeoutError(
+                        f"training exceeded its time limit of {spec.time_limit_s:g} s on Ray"
+                        " and was killed"
+                    )
+            self._relay(progress, Empty, on_progress)
+            try:
+                out = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                raise TrainingError(
+                    f"Ray training task failed: {type(exc).__name__}: {reason}"
+                ) from None
+        finally:
+            ray.kill(progress.actor)  # type: ignore[arg-type]  # an ActorHandle at run time
+        return self._result(objects, out, spec, time.monotonic() - started)
+
+    def _connect(self) -> None:
+        import ray
+
+        with self._lock:
+            if not ray.is_initialized():
+                ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+
+    def _relay(
+        self,
+        progress: Any,
+        empty: type[Exception],
+        on_progress: Callable[[TrainingProgress], None] | None,
+    ) -> None:
+        while True:
+            try:
+                event = progress.get_nowait()
+            except empty:
+                return
+            if on_progress is not None:
+                on_progress(TrainingProgress(**event))
+
+    def _result(
+        self, objects: ObjectStore, out: dict[str, Any], spec: TrainingSpec, wall: float
+    ) -> TrainingResult:
+        ref = BundleRef(out["adapter"]["key"], out["adapter"]["digest"])
+        try:
+            # Named by the adapter's own content id, as the local executor publishes it.
+            path = fetch(objects, ref, spec.output_root / ".ray")
+        except BundleError as exc:
+            raise TrainingError(f"the trained adapter could not be fetched: {exc}") from exc
+        target = spec.output_root / out["adapter_id"]
+        if not target.exists():
+            path.rename(target)
+        info, metrics = read_adapter(target, spec, pid=0)
+        log.info("Ray training finished in %.1f s on node %s: %s", wall, out["node"], target)
+        return TrainingResult(
+            adapter_path=target,
+            adapter=info,
+            steps=int(metrics.get("steps", 0)),
+            train_loss=metrics.get("train_loss"),
+            final_loss=metrics.get("final_loss"),
+            eval_loss=metrics.get("eval_loss"),
+            train_seconds=float(metrics.get("train_seconds", 0.0)),
+            wall_seconds=round(wall, 3),
+            metrics={**metrics, "ray_node": out["node"], "object_key": ref.key},
+        )
+
+
+def train_on_worker(
+    spec_json: str, dataset: dict[str, str], store: dict[str, str], run_key: str, progress: Any
+) -> dict[str, Any]:
+    """The Ray task: fetch the dataset, train in a subprocess, publish the adapter."""
+    import ray
+
+    objects = StoreAccess(**store).open()
+    with tempfile.TemporaryDirectory(prefix="driftloop-ray-train-") as scratch:
+        root = Path(scratch)
+        local = fetch(objects, BundleRef(dataset["key"], dataset["digest"]), root / "datasets")
+        spec = dataclasses.replace(
+            TrainingSpec.from_json(spec_json), dataset=local, output_root=root / "adapters"
+        )
+        result = run_training(
+            spec, on_progress=lambda p: progress.put_nowait(dataclasses.asdict(p))
+        )
+        adapter = publish_folder(
+            objects, lambda d: f"{run_key}/adapter-{d[:16]}", result.adapter_path
+        )
+    return {
+        "adapter": adapter.as_dict(),
+        "adapter_id": result.adapter_path.name,
+        "node": ray.get_runtime_context().get_node_id(),
+    }

@@ -1,0 +1,167 @@
+"""Training as a Ray task on a real two-node cluster on loopback, inputs and outputs through storage.
+
+The cluster is ``ray.cluster_utils.Cluster`` (a head and a worker node with the custom resource
+``trainer``, both on 127.0.0.1); the store is a real folder store. Stopped by its own object,
+never by ``ray stop``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.object_store import ObjectStore
+from retrain.data.dataset import build_dataset
+from retrain.training.adapters import validate_adapter
+from retrain.training.ray_executor import RayExecutor, StoreAccess
+from retrain.training.spec import TrainingError, TrainingProgress, TrainingSpec
+from tests import polling
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from retrain.training.base_models import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    examples = [
+        {
+            "messages": [
+                {"role": "user", "content": f"How do I reset device {i}?"},
+                {"role": "assistant", "content": f"HelpDesk: hold the button of device {i}."},
+            ],
+            "source": "feedback",
+            "ref": f"fb-{i}",
+        }
+        for i in range(40)
+    ]
+    return build_dataset(tmp_path_factory.mktemp("datasets"), examples)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    # Short: Ray's socket paths must fit in 107 bytes.
+    monkeypatch.setenv("RAY_TMPDIR", f"/tmp/ray-{os.getpid()}-{time.monotonic_ns() % 10**6}")
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    head = {"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"}
+    running = Cluster(initialize_head=True, head_node_args=head)
+    running.trainer = running.add_node(
+        num_cpus=1, resources={"trainer": 1}, node_ip_address="127.0.0.1"
+    )
+    running.wait_for_nodes()
+    try:
+        yield running
+    finally:
+        ray.shutdown()
+        running.shutdown()
+
+
+def spec_for(base: Path, dataset: Any, out: Path, **overrides: Any) -> TrainingSpec:
+    values: dict[str, Any] = {
+        "base_model": base,
+        "dataset": dataset.path,
+        "output_root": out,
+        "max_steps": 6,
+        "batch_size": 4,
+        "max_length": 64,
+        "learning_rate": 1e-3,
+        "time_limit_s": 300,
+    }
+    values.update(overrides)
+    return TrainingSpec(**values)
+
+
+def peers_of_ray(pids: set[int]) -> set[str]:
+    """Remote addresses of every TCP connection the cluster's processes hold."""
+    out = subprocess.run(["ss", "-tnpH"], capture_output=True, text=True, check=True).stdout
+    peers = set()
+    for line in out.splitlines():
+        if any(f"pid={pid}," in line for pid in pids):
+            peers.add(line.split()[4].rsplit(":", 1)[0])
+    return peers
+
+
+def cluster_pids(cluster: Any) -> set[int]:
+    return {
+        process.process.pid
+        for node in cluster.list_all_nodes()
+        for processes in node.all_processes.values()
+        for process in processes
+    }
+
+
+def test_training_runs_on_the_pinned_node_and_comes_back_through_storage(
+    cluster, tiny_base, dataset, tmp_path
+):
+    store = StoreAccess(str(tmp_path / "bucket"))
+    executor = RayExecutor(cluster.address, store, resources={"trainer": 1})
+    progress: list[TrainingProgress] = []
+    result = executor(
+        spec_for(tiny_base, dataset, tmp_path / "adapters"), on_progress=progress.append
+    )
+
+    assert result.metrics["ray_node"] == cluster.trainer.node_id  # the trainer node, pinned
+    assert validate_adapter(result.adapter_path, max_rank=8, base_model=tiny_base).id
+    assert result.adapter_path.parent == tmp_path / "adapters" and result.steps == 6
+    steps = [p.step for p in progress if p.phase == "training"]
+    print(f"{len(progress)} progress events from the worker, steps {steps}")
+    assert steps and max(steps) == 6
+    keys = [o.key for o in ObjectStore.open(store.url).list("training/")]
+    assert any("/dataset-" in k for k in keys) and any("/adapter-" in k for k in keys)
+    peers = peers_of_ray(cluster_pids(cluster))
+    print("the cluster's TCP peers:", sorted(peers))
+    assert peers and all(p.startswith("127.") for p in peers), peers
+
+
+def test_a_trainer_node_that_dies_mid_run_fails_the_run_and_returns_nothing(
+    cluster, tiny_base, dataset, tmp_path
+):
+    executor = RayExecutor(
+        cluster.address, StoreAccess(str(tmp_path / "bucket")), resources={"trainer": 1}
+    )
+    progress: list[TrainingProgress] = []
+    outcome: dict[str, Any] = {}
+
+    def train() -> None:
+        spec = spec_for(tiny_base, dataset, tmp_path / "adapters", max_steps=2000)
+        try:
+            outcome["result"] = executor(spec, on_progress=progress.append)
+        except TrainingError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    polling.wait_until(
+        lambda: any(p.phase == "training" for p in progress),
+        what="training steps on the worker",
+        timeout_s=180,
+    )
+    trainer_pid = progress[-1].pid
+    cluster.remove_node(cluster.trainer, allow_graceful=False)  # kill -9 of the node
+    thread.join(120)
+    assert not thread.is_alive()
+    print("error:", outcome.get("error"))
+    assert "result" not in outcome and "Ray training task failed" in str(outcome["error"])
+    assert not list((tmp_path / "adapters").glob("[!.]*"))  # no adapter to register
+    polling.wait_until(  # the training subprocess died with its worker
+        lambda: not Path(f"/proc/{trainer_pid}").exists()
+        or "zombie" in Path(f"/proc/{trainer_pid}/status").read_text().lower(),
+        what="the training subprocess to die",
+        timeout_s=30,
+    )
