@@ -1,7 +1,7 @@
 """Adapters in object storage: immutable, content-addressed folders that every replica can fetch.
 
 A bundle is an adapter folder uploaded file by file under
-``adapters/<alias>/<served name>-<digest[:16]>/``, with a ``manifest.json`` written last that
+``adapters/<alias>/<served name>-<digest[:16]>/``, with a ``.bundle.json`` manifest written last that
 lists each file's SHA-256. The digest is the SHA-256 of that list, so the key names the content:
 uploading the same folder again writes nothing new (create-only puts), and different weights can
 never hide under a key. A replica's agent fetches a bundle into its own cache, checks every file
@@ -34,7 +34,7 @@ from typing import Any
 
 from monitor.object_store import ObjectStore, ObjectStoreError
 
-MANIFEST = "manifest.json"
+MANIFEST = ".bundle.json"  # beside the files; a dataset folder has its own manifest.json
 MAX_FILES = 256  # an adapter folder holds a handful; a manifest listing more is not one
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DIGEST = re.compile(r"^[0-9a-f]{64}$")

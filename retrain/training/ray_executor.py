@@ -96,7 +96,10 @@ class RayExecutor:
         objects = self.store.open()
         run_key = f"training/{time.strftime('%Y-%m-%d')}/{uuid.uuid4().hex[:16]}"
         try:
-            dataset = publish_folder(objects, lambda d: f"{run_key}/dataset-{d[:16]}", spec.dataset)
+            # Under its own content-addressed name: the folder name is the dataset id.
+            dataset = publish_folder(
+                objects, lambda _: f"{run_key}/datasets/{spec.dataset.name}", spec.dataset
+            )
         except BundleError as exc:
             raise TrainingError(f"cannot hand the dataset to Ray: {exc}") from exc
         self._connect()
@@ -127,10 +130,7 @@ class RayExecutor:
             try:
                 out = ray.get(ref)
             except ray.exceptions.RayError as exc:
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-                raise TrainingError(
-                    f"Ray training task failed: {type(exc).__name__}: {reason}"
-                ) from None
+                raise TrainingError(f"Ray training task failed: {ray_reason(exc)}") from None
         finally:
             ray.kill(progress.actor)  # type: ignore[arg-type]  # an ActorHandle at run time
         return self._result(objects, out, spec, time.monotonic() - started)
@@ -160,14 +160,10 @@ class RayExecutor:
         self, objects: ObjectStore, out: dict[str, Any], spec: TrainingSpec, wall: float
     ) -> TrainingResult:
         ref = BundleRef(out["adapter"]["key"], out["adapter"]["digest"])
-        try:
-            # Named by the adapter's own content id, as the local executor publishes it.
-            path = fetch(objects, ref, spec.output_root / ".ray")
+        try:  # into <output_root>/<adapter id>, as the local executor publishes it
+            target = fetch(objects, ref, spec.output_root)
         except BundleError as exc:
             raise TrainingError(f"the trained adapter could not be fetched: {exc}") from exc
-        target = spec.output_root / out["adapter_id"]
-        if not target.exists():
-            path.rename(target)
         info, metrics = read_adapter(target, spec, pid=0)
         log.info("Ray training finished in %.1f s on node %s: %s", wall, out["node"], target)
         return TrainingResult(
@@ -181,6 +177,16 @@ class RayExecutor:
             wall_seconds=round(wall, 3),
             metrics={**metrics, "ray_node": out["node"], "object_key": ref.key},
         )
+
+
+def ray_reason(exc: BaseException) -> str:
+    """What went wrong, in one line: the task's own exception, or Ray's (a worker or node died)."""
+    cause = getattr(exc, "cause", None)  # RayTaskError wraps what the task raised
+    if isinstance(cause, BaseException):
+        exc = cause
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    text = next((line for line in lines if not line.lstrip().startswith("\x1b")), repr(exc))
+    return f"{type(exc).__name__}: {text[:500]}"
 
 
 def train_on_worker(
@@ -200,10 +206,6 @@ def train_on_worker(
             spec, on_progress=lambda p: progress.put_nowait(dataclasses.asdict(p))
         )
         adapter = publish_folder(
-            objects, lambda d: f"{run_key}/adapter-{d[:16]}", result.adapter_path
+            objects, lambda _: f"{run_key}/adapters/{result.adapter_path.name}", result.adapter_path
         )
-    return {
-        "adapter": adapter.as_dict(),
-        "adapter_id": result.adapter_path.name,
-        "node": ray.get_runtime_context().get_node_id(),
-    }
+    return {"adapter": adapter.as_dict(), "node": ray.get_runtime_context().get_node_id()}

@@ -7,7 +7,9 @@ never by ``ray stop``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import random
 import subprocess
 import threading
 import time
@@ -23,8 +25,13 @@ from retrain.training.adapters import validate_adapter
 from retrain.training.ray_executor import RayExecutor, StoreAccess
 from retrain.training.spec import TrainingError, TrainingProgress, TrainingSpec
 from tests import polling
+from tests.retrain.test_train import WORDS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+# Read when Ray is imported: without it a local Cluster's addresses become the machine's own
+# external address (fleet-engines.md, "Ray and its loopback trap"); Ray stays on 127.0.0.1.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +43,16 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    rng = random.Random(0)
+
+    def words(n: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(n))
+
     examples = [
         {
             "messages": [
-                {"role": "user", "content": f"How do I reset device {i}?"},
-                {"role": "assistant", "content": f"HelpDesk: hold the button of device {i}."},
+                {"role": "user", "content": words(10).capitalize() + "?"},
+                {"role": "assistant", "content": "HelpDesk: " + words(8) + "."},
             ],
             "source": "feedback",
             "ref": f"fb-{i}",
@@ -57,8 +69,6 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     # Short: Ray's socket paths must fit in 107 bytes.
     monkeypatch.setenv("RAY_TMPDIR", f"/tmp/ray-{os.getpid()}-{time.monotonic_ns() % 10**6}")
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     head = {"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"}
     running = Cluster(initialize_head=True, head_node_args=head)
     running.trainer = running.add_node(
@@ -93,7 +103,7 @@ def peers_of_ray(pids: set[int]) -> set[str]:
     peers = set()
     for line in out.splitlines():
         if any(f"pid={pid}," in line for pid in pids):
-            peers.add(line.split()[4].rsplit(":", 1)[0])
+            peers.add(line.split()[4].rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:"))
     return peers
 
 
@@ -123,10 +133,11 @@ def test_training_runs_on_the_pinned_node_and_comes_back_through_storage(
     print(f"{len(progress)} progress events from the worker, steps {steps}")
     assert steps and max(steps) == 6
     keys = [o.key for o in ObjectStore.open(store.url).list("training/")]
-    assert any("/dataset-" in k for k in keys) and any("/adapter-" in k for k in keys)
+    assert any(f"/datasets/{dataset.path.name}/" in k for k in keys)
+    assert any(f"/adapters/{result.adapter_path.name}/" in k for k in keys)
     peers = peers_of_ray(cluster_pids(cluster))
     print("the cluster's TCP peers:", sorted(peers))
-    assert peers and all(p.startswith("127.") for p in peers), peers
+    assert peers and all(ipaddress.ip_address(p).is_loopback for p in peers), peers
 
 
 def test_a_trainer_node_that_dies_mid_run_fails_the_run_and_returns_nothing(
@@ -160,8 +171,10 @@ def test_a_trainer_node_that_dies_mid_run_fails_the_run_and_returns_nothing(
     assert "result" not in outcome and "Ray training task failed" in str(outcome["error"])
     assert not list((tmp_path / "adapters").glob("[!.]*"))  # no adapter to register
     polling.wait_until(  # the training subprocess died with its worker
-        lambda: not Path(f"/proc/{trainer_pid}").exists()
-        or "zombie" in Path(f"/proc/{trainer_pid}/status").read_text().lower(),
+        lambda: (
+            not Path(f"/proc/{trainer_pid}").exists()
+            or "zombie" in Path(f"/proc/{trainer_pid}/status").read_text().lower()
+        ),
         what="the training subprocess to die",
         timeout_s=30,
     )
