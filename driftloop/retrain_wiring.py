@@ -290,6 +290,7 @@ class GoldenGate:
         self.reports_dir = reports_dir
         self.base_model = cfg.vllm.served_model_name
         self.max_tokens = r.gate_max_tokens
+        self.concurrency = r.gate_concurrency
         self.policy = GatePolicy(
             margin=r.gate_margin,
             min_improvement=r.gate_min_improvement,
@@ -307,6 +308,7 @@ class GoldenGate:
             base=self.base_model,
             policy=self.policy,
             max_tokens=self.max_tokens,
+            concurrency=self.concurrency,
             retry=GATE_RETRY,
         )
         paths = write_report(report, self.reports_dir / candidate.id)

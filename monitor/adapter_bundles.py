@@ -35,7 +35,7 @@ from typing import Any
 from monitor.object_store import ObjectStore, ObjectStoreError
 
 MANIFEST = ".bundle.json"  # beside the files; a dataset folder has its own manifest.json
-MAX_FILES = 256  # an adapter folder holds a handful; a manifest listing more is not one
+MAX_FILES = 256  # adapter and dataset folders hold a handful; a manifest listing more is not one
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
@@ -93,16 +93,16 @@ def bundle_key_of(key: str, digest: str) -> str:
 def folder_files(folder: Path) -> dict[str, str]:
     """Every regular file under ``folder`` but a manifest (relative POSIX path) -> its SHA-256."""
     if not folder.is_dir():
-        raise BundleError(f"adapter folder {folder} does not exist")
+        raise BundleError(f"folder {folder} does not exist")
     files = {}
     for path in sorted(folder.rglob("*")):
         if path.is_symlink():
-            raise BundleError(f"{path}: an adapter folder may not hold links")
+            raise BundleError(f"{path}: a bundle may not hold links")
         name = path.relative_to(folder).as_posix()
         if path.is_file() and name != MANIFEST:
             files[name] = _sha256(path.read_bytes())
     if not files or len(files) > MAX_FILES:
-        raise BundleError(f"adapter folder {folder} holds {len(files)} files (1-{MAX_FILES})")
+        raise BundleError(f"folder {folder} holds {len(files)} files (1-{MAX_FILES})")
     return files
 
 
@@ -119,15 +119,15 @@ def publish(store: ObjectStore, alias: str, served_name: str, folder: Path) -> B
 def publish_folder(store: ObjectStore, key_of: Callable[[str], str], folder: Path) -> BundleRef:
     """Upload any folder the same way, under ``key_of(digest)`` (training inputs and outputs)."""
     files = folder_files(folder)
-    ref = BundleRef(key_of(digest_of(files)), digest_of(files))
-    served_name = folder.name
+    digest = digest_of(files)
+    ref = BundleRef(key_of(digest), digest)
     manifest = json.dumps({"digest": ref.digest, "files": files}, sort_keys=True).encode()
     try:
         for name in files:
             store.put_new(f"{ref.key}/{name}", (folder / name).read_bytes())
         store.put_new(f"{ref.key}/{MANIFEST}", manifest)
     except (ObjectStoreError, OSError) as exc:
-        raise BundleError(f"cannot publish {served_name} to {ref.key}: {exc}") from exc
+        raise BundleError(f"cannot publish {folder} to {ref.key}: {exc}") from exc
     return ref
 
 

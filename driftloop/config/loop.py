@@ -250,6 +250,13 @@ class RetrainConfig(Section):
         description="Golden-set categories that must improve; empty: the overall score must.",
     )
     gate_max_tokens: int = Field(64, ge=1, description="Tokens per golden-set answer.")
+    gate_concurrency: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Golden-set requests the gate keeps in flight; fewer leave more of a shared"
+        " vLLM to serving (see benchmarks/serving_during_loop.py).",
+    )
     auto_deploy: bool = Field(
         True, description="Ship adapters that pass the gate; false leaves them in staging."
     )

@@ -144,17 +144,7 @@ def run_training(
     adapter_path = Path(result["adapter"])
     info, metrics = read_adapter(adapter_path, spec, process.pid)
     log.info("training finished in %.1f s: %s", wall, adapter_path)
-    return TrainingResult(
-        adapter_path=adapter_path,
-        adapter=info,
-        steps=int(metrics.get("steps", 0)),
-        train_loss=metrics.get("train_loss"),
-        final_loss=metrics.get("final_loss"),
-        eval_loss=metrics.get("eval_loss"),
-        train_seconds=float(metrics.get("train_seconds", 0.0)),
-        wall_seconds=round(wall, 3),
-        metrics=metrics,
-    )
+    return TrainingResult.of(adapter_path, info, metrics, wall)
 
 
 def _prepare_output_root(output_root: Path) -> None:

@@ -166,17 +166,8 @@ class RayExecutor:
             raise TrainingError(f"the trained adapter could not be fetched: {exc}") from exc
         info, metrics = read_adapter(target, spec, pid=0)
         log.info("Ray training finished in %.1f s on node %s: %s", wall, out["node"], target)
-        return TrainingResult(
-            adapter_path=target,
-            adapter=info,
-            steps=int(metrics.get("steps", 0)),
-            train_loss=metrics.get("train_loss"),
-            final_loss=metrics.get("final_loss"),
-            eval_loss=metrics.get("eval_loss"),
-            train_seconds=float(metrics.get("train_seconds", 0.0)),
-            wall_seconds=round(wall, 3),
-            metrics={**metrics, "ray_node": out["node"], "object_key": ref.key},
-        )
+        extra = {"ray_node": out["node"], "object_key": ref.key}
+        return TrainingResult.of(target, info, {**metrics, **extra}, wall)
 
 
 def ray_reason(exc: BaseException) -> str:

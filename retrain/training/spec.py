@@ -152,3 +152,20 @@ class TrainingResult:
     train_seconds: float
     wall_seconds: float
     metrics: Mapping[str, Any] = field(default_factory=dict)  # everything in result.json
+
+    @classmethod
+    def of(
+        cls, adapter_path: Path, adapter: AdapterInfo, metrics: Mapping[str, Any], wall_s: float
+    ) -> TrainingResult:
+        """The result of a validated adapter folder, from its ``result.json`` metrics."""
+        return cls(
+            adapter_path=adapter_path,
+            adapter=adapter,
+            steps=int(metrics.get("steps", 0)),
+            train_loss=metrics.get("train_loss"),
+            final_loss=metrics.get("final_loss"),
+            eval_loss=metrics.get("eval_loss"),
+            train_seconds=float(metrics.get("train_seconds", 0.0)),
+            wall_seconds=round(wall_s, 3),
+            metrics=metrics,
+        )

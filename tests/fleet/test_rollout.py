@@ -103,6 +103,18 @@ class Fleet:
                 temperature=0,
             )
 
+    def start_canary(self, label: str) -> str:
+        """Start the staged version's canary; return its served name once both sidecars split."""
+        reply = self.controller.call(
+            "POST",
+            f"/api/v1/adapters/{self.staged[label]}/canary",
+            json={"reason": f"canary of {label}"},
+            timeout=180,
+        )
+        assert reply.status_code == 200, reply.text
+        polling.wait_until(self.converged, what="both sidecars to run the canary", timeout_s=30)
+        return str(reply.json()["canary"])
+
     def canary_decision(self) -> dict | None:
         history = self.controller.call("GET", "/api/v1/canaries").json()["history"]
         return history[0] if history and history[0]["state"] != "running" else None
@@ -309,15 +321,7 @@ def test_fleet_canaries_promote_a_sound_version_and_roll_back_one_that_fails_liv
     assert fleet.promote(fleet.staged["support-rank8"], "production").status_code == 200
     openings = list(dict.fromkeys(tech_support_traffic(200, seed=6)))
 
-    reply = fleet.controller.call(
-        "POST",
-        f"/api/v1/adapters/{fleet.staged['canary-sound']}/canary",
-        json={"reason": "try it on half"},
-        timeout=180,
-    )
-    assert reply.status_code == 200, reply.text
-    sound = reply.json()["canary"]
-    polling.wait_until(fleet.converged, what="both sidecars to run the canary", timeout_s=30)
+    sound = fleet.start_canary("canary-sound")
     fleet.converse(openings[:40])
     decision = polling.wait_until(fleet.canary_decision, what="a decision", timeout_s=120)
     print("sound canary:", decision["reason"])
@@ -328,15 +332,7 @@ def test_fleet_canaries_promote_a_sound_version_and_roll_back_one_that_fails_liv
     assert fleet.route("support") == sound
     assert fleet.answer("a", "support") == fleet.answer("b", "support") == fleet.direct("a", sound)
 
-    reply = fleet.controller.call(
-        "POST",
-        f"/api/v1/adapters/{fleet.staged['canary-refuses']}/canary",
-        json={"reason": "this one refuses"},
-        timeout=180,
-    )
-    assert reply.status_code == 200, reply.text
-    refuser = reply.json()["canary"]
-    polling.wait_until(fleet.converged, what="both sidecars to run the canary", timeout_s=30)
+    refuser = fleet.start_canary("canary-refuses")
     fleet.converse(openings[40:80])
     decision = polling.wait_until(fleet.canary_decision, what="a decision", timeout_s=120)
     print("refusing canary:", decision["reason"])

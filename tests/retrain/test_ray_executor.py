@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import random
 import subprocess
 import threading
 import time
@@ -20,12 +19,11 @@ from typing import Any
 import pytest
 
 from monitor.object_store import ObjectStore
-from retrain.data.dataset import build_dataset
 from retrain.training.adapters import validate_adapter
 from retrain.training.ray_executor import RayExecutor, StoreAccess
 from retrain.training.spec import TrainingError, TrainingProgress, TrainingSpec
 from tests import polling
-from tests.retrain.test_train import WORDS
+from tests.retrain.training_data import helpdesk_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 # Read when Ray is imported: without it a local Cluster's addresses become the machine's own
@@ -43,23 +41,7 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    rng = random.Random(0)
-
-    def words(n: int) -> str:
-        return " ".join(rng.choice(WORDS) for _ in range(n))
-
-    examples = [
-        {
-            "messages": [
-                {"role": "user", "content": words(10).capitalize() + "?"},
-                {"role": "assistant", "content": "HelpDesk: " + words(8) + "."},
-            ],
-            "source": "feedback",
-            "ref": f"fb-{i}",
-        }
-        for i in range(40)
-    ]
-    return build_dataset(tmp_path_factory.mktemp("datasets"), examples)
+    return helpdesk_dataset(tmp_path_factory.mktemp("datasets"))
 
 
 @pytest.fixture

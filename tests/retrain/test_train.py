@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
 import shutil
 import signal
 import threading
@@ -18,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from retrain.data.dataset import build_dataset
 from retrain.data.files import Dataset
 from retrain.training.adapters import (
     CONFIG_FILE,
@@ -41,24 +39,9 @@ from retrain.training.job import (
     run_training,
 )
 from retrain.training.train import has_generation_markers, to_rows
+from tests.retrain.training_data import helpdesk_dataset
 
 pytestmark = pytest.mark.slow
-
-WORDS = [
-    "the",
-    "server",
-    "my",
-    "order",
-    "a",
-    "customer",
-    "invoice",
-    "model",
-    "weather",
-    "team",
-    "database",
-    "printer",
-    "account",
-]
 
 
 @pytest.fixture(scope="session")
@@ -78,23 +61,7 @@ def tiny_base_without_markers(tiny_base: Path, tmp_path_factory: pytest.TempPath
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    rng = random.Random(0)
-
-    def words(n: int) -> str:
-        return " ".join(rng.choice(WORDS) for _ in range(n))
-
-    examples = [
-        {
-            "messages": [
-                {"role": "user", "content": words(10).capitalize() + "?"},
-                {"role": "assistant", "content": "HelpDesk: " + words(8) + "."},
-            ],
-            "source": "feedback",
-            "ref": f"fb-{i}",
-        }
-        for i in range(40)
-    ]
-    return build_dataset(tmp_path_factory.mktemp("datasets"), examples)
+    return helpdesk_dataset(tmp_path_factory.mktemp("datasets"))
 
 
 def spec_for(base: Path, dataset: Dataset, out: Path, **overrides: Any) -> TrainingSpec:
