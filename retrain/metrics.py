@@ -33,8 +33,9 @@ class LoopMetrics:
         )
         self.runs = Counter(
             "driftloop_retrain_runs_total",
-            "Finished retrain runs by outcome (shipped, rejected, failed); a run left in staging"
-            " (pinned alias, auto_deploy off) counts as shipped.",
+            "Finished retrain runs by outcome (shipped, rejected, failed, canary: serving a"
+            " canary share); a run left in staging (pinned alias, auto_deploy off) counts as"
+            " shipped.",
             ["model", "outcome"],
             registry=registry,
         )
