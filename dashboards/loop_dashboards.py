@@ -234,6 +234,27 @@ def loop_dashboard() -> dash.Dashboard:
         )
         .with_panel(
             series(
+                "Cost per shipped adapter",
+                "What the runs of the last 7 days cost (the trainer's CPU and GPU time at"
+                " retrain.price_per_cpu_hour / price_per_gpu_hour), over the adapters they shipped;"
+                " and the trainer's CPU- and GPU-seconds per day.",
+                [
+                    Query(
+                        f"sum by (model) (increase(driftloop_retrain_cost_dollars_total{m}[7d]))"
+                        " / sum by (model) (increase(driftloop_retrain_runs_total"
+                        f'{{model=~"$model",outcome="shipped"}}[7d]))',
+                        "{{model}} $ per shipped adapter",
+                    ),
+                    Query(
+                        "sum by (model, resource)"
+                        f" (increase(driftloop_retrain_compute_seconds_total{m}[1d]))",
+                        "{{model}} {{resource}}-seconds per day",
+                    ),
+                ],
+            )
+        )
+        .with_panel(
+            series(
                 "Canary releases",
                 "Share of each alias's conversations a running canary gets (0: none), and canary"
                 " decisions per day: promoted, rolled_back on live data"

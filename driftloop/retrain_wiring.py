@@ -22,6 +22,7 @@ from monitor.aliases import AliasTable
 from monitor.store import Store
 from monitor.vllm_admin import VLLMAdmin
 from retrain.adapter_registry import Adapter, AdapterRegistry
+from retrain.cost import ComputePrices
 from retrain.data.dataset import DatasetSettings
 from retrain.data.files import Dataset
 from retrain.data.sources import count_examples
@@ -137,6 +138,9 @@ def _loop_settings(cfg: Config, work: Path, golden: dict[str, GoldenSet]) -> Loo
         judged_min_score=r.judged_min_score,
         dataset=DatasetSettings(replay_share=r.replay_share),
         auto_deploy=r.auto_deploy,
+        prices=ComputePrices(r.price_per_cpu_hour, r.price_per_gpu_hour),
+        train_cpus=r.ray_num_cpus if r.executor == "ray" else float(r.train_threads),
+        train_gpus=r.ray_num_gpus if r.executor == "ray" else 0.0,
     )
 
 

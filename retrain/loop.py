@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from monitor.store import Store
 from retrain.adapter_registry import Adapter, AdapterRegistry, Status
+from retrain.cost import ComputePrices, RunCost
 from retrain.data.catalog import dataset_ids, has_dataset, record_dataset
 from retrain.data.dataset import DatasetSettings, build_dataset
 from retrain.data.files import Dataset, iter_jsonl
@@ -78,6 +79,9 @@ class LoopSettings:
     max_examples: int = 2000
     dataset: DatasetSettings = field(default_factory=DatasetSettings)
     auto_deploy: bool = True
+    prices: ComputePrices = field(default_factory=ComputePrices)
+    train_cpus: float = 1.0  # what the trainer holds while it runs (its threads, or Ray's ask)
+    train_gpus: float = 0.0
 
 
 @dataclass
@@ -333,6 +337,19 @@ class RetrainLoop:
             self.metrics.stage_duration.labels(stage=stage.value).observe(entry["seconds"])
             self.runs.update(result.run_id, timeline=json.dumps(result.timeline))
 
+    def _cost(self, result: RunResult, alias: str, status: str) -> None:
+        """The run's compute and, with prices configured, its cost: a timeline note and metrics."""
+        s = self.settings
+        cost = RunCost.of(result.timeline, s.prices, cpus=s.train_cpus, gpus=s.train_gpus)
+        result.timeline.append(
+            {"stage": "cost", "started_at": self.clock().isoformat(), "seconds": 0.0,
+             "note": cost.note(), "dollars": cost.dollars}
+        )  # fmt: skip
+        outcome = "shipped" if status in ("shipped", "staged") else status
+        self.metrics.cost.labels(model=alias, outcome=outcome).inc(cost.dollars)
+        self.metrics.compute.labels(model=alias, resource="cpu").inc(cost.train_cpu_s)
+        self.metrics.compute.labels(model=alias, resource="gpu").inc(cost.train_gpu_s)
+
     def _note(self, result: RunResult, text: str) -> None:
         result.timeline.append(
             {"stage": "note", "started_at": self.clock().isoformat(), "seconds": 0.0, "note": text}
@@ -344,6 +361,7 @@ class RetrainLoop:
     ) -> RunResult:
         result.status = status
         result.adapter = adapter
+        self._cost(result, alias, status)
         self.runs.update(
             result.run_id,
             status=status,

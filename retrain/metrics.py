@@ -76,6 +76,19 @@ class LoopMetrics:
             ["model", "reason"],
             registry=registry,
         )
+        self.cost = Counter(
+            "driftloop_retrain_cost_dollars_total",
+            "What finished runs cost at retrain.price_per_cpu_hour / price_per_gpu_hour (the"
+            " trainer's compute), by outcome.",
+            ["model", "outcome"],
+            registry=registry,
+        )
+        self.compute = Counter(
+            "driftloop_retrain_compute_seconds_total",
+            "CPU- and GPU-seconds the trainer held in finished runs (resource: cpu, gpu).",
+            ["model", "resource"],
+            registry=registry,
+        )
         self.canary_share = Gauge(
             "driftloop_canary_share",
             "Share of the alias's conversations a running canary gets (0: none runs).",

@@ -231,6 +231,12 @@ class RetrainConfig(Section):
     )
     ray_num_cpus: float = Field(1.0, ge=0, description="CPUs the Ray training task asks for.")
     ray_num_gpus: float = Field(0.0, ge=0, description="GPUs the Ray training task asks for.")
+    price_per_cpu_hour: float = Field(
+        0.0, ge=0, description="Price of one CPU for an hour, for each run's cost (0: unpriced)."
+    )
+    price_per_gpu_hour: float = Field(
+        0.0, ge=0, description="Price of one GPU for an hour (a 4090 rents for about $0.18)."
+    )
     ray_resources: dict[str, float] = Field(
         default_factory=dict,
         description='Custom Ray resources that pin the trainer to a node, e.g. {"trainer": 1}.',

@@ -75,6 +75,7 @@ def service(start_sidecar, vllm_server, smollm2_dir, tmp_path):
             "max_steps": 40,
             "batch_size": 8,
             "gate_max_tokens": 32,
+            "price_per_cpu_hour": 0.05,  # one training thread: the run's cost is its train time
         },
     )
     retrain = sidecar.parts.retrain
@@ -127,7 +128,13 @@ def test_drift_to_a_shipped_adapter_and_back(service):
     [result] = loop.tick().values()
     assert result.status == "shipped", result.timeline
     assert result.timeline[0]["stage"] == "dataset"
-    assert [t["stage"] for t in result.timeline] == ["dataset", "train", "gate", "deploy"]
+    assert [t["stage"] for t in result.timeline] == ["dataset", "train", "gate", "deploy", "cost"]
+    train_s = result.timeline[1]["seconds"]
+    print("cost:", result.timeline[-1]["note"])
+    assert result.timeline[-1]["dollars"] == pytest.approx(train_s * 0.05 / 3600, rel=1e-3)
+    assert sidecar.metric(
+        "driftloop_retrain_cost_dollars_total", model=ALIAS, outcome="shipped"
+    ) == pytest.approx(result.timeline[-1]["dollars"])
 
     run = api.get("/api/v1/retrain/runs", params={"model": ALIAS}).json()[0]
     assert run["trigger"] == "drift" and run["drift_run_id"] is not None
