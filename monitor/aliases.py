@@ -70,14 +70,18 @@ class AliasTable:
             return canary.served
         return self._aliases.get(model, model)
 
-    def set_canary(self, alias: str, canary: Canary | None) -> None:
-        """Start (or change) ``alias``'s canary; None ends it."""
+    def set_canary(self, alias: str, canary: Canary | None, version: int | None = None) -> None:
+        """Start (or change) ``alias``'s canary; None ends it. ``version`` as in ``replace``."""
         with self._lock:
             canaries = {k: v for k, v in self._canaries.items() if k != alias}
             if canary is not None:
                 canaries[alias] = canary
             self._canaries = canaries
-            self.version += 1
+            self.version = self.version + 1 if version is None else version
+
+    def has_canary(self, model: str | None) -> bool:
+        """Whether ``model`` splits its traffic now (callers then work out the request's key)."""
+        return model in self._canaries
 
     def canaries(self) -> dict[str, Canary]:
         return dict(self._canaries)

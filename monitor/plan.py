@@ -76,7 +76,9 @@ class CapturePlanner:
         if not isinstance(payload, dict):
             return  # not a JSON object: upstream answers with its own 400, passed through verbatim
         model = payload.get("model") if isinstance(payload.get("model"), str) else None
-        served = self.aliases.resolve(model, canary_key(payload, session))
+        # Only an alias that runs a canary needs the request's key (it scans the messages).
+        key = canary_key(payload, session) if self.aliases.has_canary(model) else None
+        served = self.aliases.resolve(model, key)
         changed = served != model
         if changed:
             payload["model"] = served

@@ -8,6 +8,7 @@ and the last logged version, so sidecars keep what they apply and versions only 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from monitor.aliases import AliasTable, Canary
 from monitor.store import Store
@@ -39,19 +40,23 @@ class RoutingLog:
 
     def set_canary(self, alias: str, canary: Canary | None) -> None:
         """Start or end ``alias``'s canary (the canary table keeps it across restarts)."""
-        with self._lock:
-            version = self.aliases.version + 1
-            what = f"canary {canary.served} at {canary.share:g}" if canary else "canary ended"
-            self.store.execute(
-                "INSERT INTO routing_changes (version, alias, served_model, reason)"
-                " VALUES (?, ?, ?, ?)",
-                [version, alias, self.aliases.snapshot().get(alias, alias), what],
-            )
-            self.aliases.set_canary(alias, canary)
-            self.aliases.version = version
+        what = f"canary {canary.served} at {canary.share:g}" if canary else "canary ended"
+        served = self.aliases.snapshot().get(alias, alias)  # the route itself does not change
+        self._change(alias, served, what, lambda v: self.aliases.set_canary(alias, canary, v))
 
     def route(self, alias: str, served_model: str, reason: str) -> int:
         """Route ``alias`` to ``served_model``; returns the new version."""
+        return self._change(
+            alias,
+            served_model,
+            reason,
+            lambda v: self.aliases.replace({**self.aliases.snapshot(), alias: served_model}, v),
+        )
+
+    def _change(
+        self, alias: str, served_model: str, reason: str, apply: Callable[[int], None]
+    ) -> int:
+        """Log a change at the next version, then ``apply(version)`` it: logged before it acts."""
         with self._lock:
             version = self.aliases.version + 1
             self.store.execute(
@@ -59,5 +64,5 @@ class RoutingLog:
                 " VALUES (?, ?, ?, ?)",
                 [version, alias, served_model, reason],
             )
-            self.aliases.replace({**self.aliases.snapshot(), alias: served_model}, version)
+            apply(version)
         return version
