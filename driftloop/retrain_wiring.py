@@ -17,6 +17,7 @@ from openai import OpenAI
 from prometheus_client import CollectorRegistry
 
 from driftloop.config import Config, ConfigError
+from driftloop.sidecar_role import store_access
 from judges.client import RetryPolicy
 from monitor.aliases import AliasTable
 from monitor.store import Store
@@ -36,7 +37,7 @@ from retrain.serving.deploy import AliasSwitch, Deployer, Placement, Route
 from retrain.serving.fleet import FleetPlacement
 from retrain.serving.guard import GuardSettings, PostDeployGuard
 from retrain.training.job import run_training
-from retrain.training.ray_executor import RayExecutor, StoreAccess
+from retrain.training.ray_executor import RayExecutor
 from retrain.training.spec import TrainingLimits, TrainingProgress, TrainingResult, TrainingSpec
 from retrain.triggers import Triggers, TriggerSettings
 
@@ -216,9 +217,7 @@ def training_executor(cfg: Config) -> Callable[..., TrainingResult]:
             "retrain.executor = 'ray' needs retrain.ray_address and fleet.object_store_url"
             " (the trainer gets its dataset and returns its adapter through object storage)"
         )
-    f = cfg.fleet
-    store = StoreAccess(f.object_store_url, f.s3_endpoint, f.s3_region, f.access_key_env,
-                        f.secret_key_env)  # fmt: skip
+    store = store_access(cfg)
     return RayExecutor(r.ray_address, store, r.ray_num_cpus, r.ray_num_gpus, dict(r.ray_resources))
 
 

@@ -33,7 +33,7 @@ from monitor.aliases import AliasTable
 from monitor.fleet_metrics import ShardMetrics
 from monitor.memory import tune_allocator
 from monitor.metrics import SidecarMetrics
-from monitor.object_store import ObjectStore, ObjectStoreError
+from monitor.object_store import ObjectStore, ObjectStoreError, StoreAccess
 from monitor.routing import RoutingFollower, RoutingMetrics
 from monitor.shard_sink import ShardSink
 from monitor.shard_spool import ShardSpool, Uploader
@@ -86,17 +86,17 @@ def fleet_token(cfg: Config) -> str:
     return token
 
 
-def open_object_store(cfg: Config) -> ObjectStore:
+def store_access(cfg: Config) -> StoreAccess:
     """The configured object store; S3 keys come from the environment variables named in config."""
-    fleet = cfg.fleet
+    f = cfg.fleet
+    return StoreAccess(
+        f.object_store_url, f.s3_endpoint, f.s3_region, f.access_key_env, f.secret_key_env
+    )
+
+
+def open_object_store(cfg: Config) -> ObjectStore:
     try:
-        return ObjectStore.open(
-            fleet.object_store_url,
-            endpoint=fleet.s3_endpoint,
-            region=fleet.s3_region,
-            access_key=os.environ.get(fleet.access_key_env),
-            secret_key=os.environ.get(fleet.secret_key_env),
-        )
+        return store_access(cfg).open()
     except ObjectStoreError as exc:
         raise ConfigError(f"fleet.object_store_url: {exc}") from None
 

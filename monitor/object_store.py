@@ -21,6 +21,7 @@ False
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,6 +50,30 @@ class StoredObject:
     key: str
     size: int
     last_modified: datetime
+
+
+@dataclass(frozen=True)
+class StoreAccess:
+    """How to open a store: its URL and the names of the environment variables with its keys.
+
+    Plain data, so it can travel to another process (a Ray worker) that reads the keys from its
+    own environment: secrets never ride along.
+    """
+
+    url: str
+    endpoint: str = ""
+    region: str = "us-east-1"
+    access_key_env: str = "AWS_ACCESS_KEY_ID"
+    secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
+
+    def open(self) -> ObjectStore:
+        return ObjectStore.open(
+            self.url,
+            endpoint=self.endpoint,
+            region=self.region,
+            access_key=os.environ.get(self.access_key_env),
+            secret_key=os.environ.get(self.secret_key_env),
+        )
 
 
 class ObjectStore:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import tempfile
 import threading
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.adapter_bundles import BundleError, BundleRef, fetch, publish_folder
-from monitor.object_store import ObjectStore
+from monitor.object_store import ObjectStore, StoreAccess
 from retrain.training.job import read_adapter, run_training
 from retrain.training.spec import (
     TrainingCancelledError,
@@ -46,26 +45,6 @@ from retrain.training.spec import (
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
-
-
-@dataclass(frozen=True)
-class StoreAccess:
-    """How a worker opens the controller's object store: keys from its own environment."""
-
-    url: str
-    endpoint: str = ""
-    region: str = "us-east-1"
-    access_key_env: str = "AWS_ACCESS_KEY_ID"
-    secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
-
-    def open(self) -> ObjectStore:
-        return ObjectStore.open(
-            self.url,
-            endpoint=self.endpoint,
-            region=self.region,
-            access_key=os.environ.get(self.access_key_env),
-            secret_key=os.environ.get(self.secret_key_env),
-        )
 
 
 @dataclass

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from monitor.object_store import ObjectStore
+from monitor.object_store import ObjectStore, StoreAccess
 from retrain.training.adapters import validate_adapter
-from retrain.training.ray_executor import RayExecutor, StoreAccess
+from retrain.training.ray_executor import RayExecutor
 from retrain.training.spec import TrainingError, TrainingProgress, TrainingSpec
 from tests import polling
 from tests.retrain.training_data import helpdesk_dataset
