@@ -134,8 +134,7 @@ class RetrainLoop:
         """The scheduled job: guard fresh deploys, evaluate every alias's triggers, run if tripped."""
         out: dict[str, RunResult | TriggerDecision] = {}
         for alias in self.aliases():
-            canary = self.canary
-            if canary is not None and canary.running(alias) and canary.check(alias) is None:
+            if self.canary is not None and self.canary.check(alias) == "watching":
                 continue  # live data has not decided yet: no new run meanwhile
             if self.guard is not None and (route := self.guard.check(alias)) is not None:
                 log.warning(

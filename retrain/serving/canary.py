@@ -134,6 +134,7 @@ class CanaryRelease:
         if adapter.status is not Status.STAGING:
             raise AdapterRegistryError(f"{adapter.served_name} is {adapter.status}, not staging")
         self.deployer.admin.load(adapter.served_name, adapter.path)  # every replica, first
+        share, started_at = self.settings.share, self.clock()
         [(row_id,)] = self.store.execute(
             "INSERT INTO canaries (model_alias, adapter_id, served_name, production, share,"
             " started_at, state, actor, reason) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)"
@@ -143,18 +144,16 @@ class CanaryRelease:
                 adapter.id,
                 adapter.served_name,
                 self.deployer.current(alias).served_name,
-                self.settings.share,
-                self.clock(),
+                share,
+                started_at,
                 actor,
                 reason,
             ],
         )
-        self.switch.set_canary(alias, Canary(adapter.served_name, self.settings.share))
-        self.metrics.canary_share.labels(model=alias).set(self.settings.share)
-        log.info("%s: canary %s at %.0f%%", alias, adapter.served_name, 100 * self.settings.share)
-        running = self.running(alias)
-        assert running is not None and running.id == row_id
-        return running
+        self.switch.set_canary(alias, Canary(adapter.served_name, share))
+        self.metrics.canary_share.labels(model=alias).set(share)
+        log.info("%s: canary %s at %.0f%%", alias, adapter.served_name, 100 * share)
+        return RunningCanary(row_id, alias, adapter.id, adapter.served_name, share, started_at)
 
     def running(self, alias: str) -> RunningCanary | None:
         rows = self.store.query(
@@ -186,19 +185,20 @@ class CanaryRelease:
 
     def compare(self, alias: str) -> Comparison | None:
         canary = self.running(alias)
-        if canary is None:
-            return None
-        production = self.deployer.current(alias).served_name
-        return compare(self.store, alias, canary.served_name, production, canary.started_at,
-                       self.settings)  # fmt: skip
+        return None if canary is None else self._compare(canary)
+
+    def _compare(self, canary: RunningCanary) -> Comparison:
+        production = self.deployer.current(canary.alias).served_name
+        return compare(self.store, canary.alias, canary.served_name, production,
+                       canary.started_at, self.settings)  # fmt: skip
 
     def check(self, alias: str) -> str | None:
-        """The scheduled decision: ``promoted``, ``rolled_back``, or None (keep watching)."""
+        """The scheduled decision: ``promoted``, ``rolled_back``, ``watching`` (no decision
+        yet), or None when the alias runs no canary."""
         canary = self.running(alias)
         if canary is None:
             return None
-        comparison = self.compare(alias)
-        assert comparison is not None
+        comparison = self._compare(canary)
         if comparison.regressions:
             self.abort(alias, actor="loop", reason=f"canary regressed: {comparison.summary()}",
                        comparison=comparison, decision="rolled_back")  # fmt: skip
@@ -216,14 +216,14 @@ class CanaryRelease:
             self.abort(alias, actor="loop", reason=f"canary expired: {why}",
                        comparison=comparison, decision="rolled_back")  # fmt: skip
             return "rolled_back"
-        return None
+        return "watching"
 
     def promote(
         self, alias: str, *, actor: str, reason: str, comparison: Comparison | None = None
     ) -> Adapter:
         """The candidate takes all of the alias's traffic."""
         canary = self._running(alias)
-        comparison = comparison or self.compare(alias)
+        comparison = comparison or self._compare(canary)
         adapter = self.deployer.adapters.get(canary.adapter_id)
         route = self.deployer.deploy(adapter, actor=actor, reason=reason, action="promote")
         self.switch.set_canary(alias, None)
@@ -242,7 +242,7 @@ class CanaryRelease:
     ) -> Adapter:
         """Production takes all traffic again; the candidate is rejected and unloaded."""
         canary = self._running(alias)
-        comparison = comparison or self.compare(alias)
+        comparison = comparison or self._compare(canary)
         self.switch.set_canary(alias, None)
         adapter = self.deployer.adapters.transition(
             canary.adapter_id, Status.REJECTED, actor=actor, reason=f"canary: {reason}"
@@ -317,17 +317,21 @@ def compare(
         ("empty_rate", ok, lambda r: not r[3].strip()),
         ("truncation_rate", ok, lambda r: bool(r[4])),
     ]
-    numeric: list[tuple[str, list[tuple[Any, ...]], int, bool]] = [
-        # name, rows, value column, worse when higher
-        ("latency_s", [r for r in rows if r[5] is not None and not r[2]], 5, True),
-        ("judge_score", judged, 2, False),
+    Centre = Callable[[np.ndarray[Any, Any]], Any]
+    numeric: list[tuple[str, list[tuple[Any, ...]], int, bool, Centre]] = [
+        # name, rows, value column, worse when higher, the centre compared; judge scores are
+        # few steps: their mean moves where the median may not
+        ("latency_s", [r for r in rows if r[5] is not None and not r[2]], 5, True, np.median),
+        ("judge_score", judged, 2, False, np.mean),
     ]
     present = [n for n in numeric if {bool(r[0]) for r in n[1]} == {True, False}]
     alpha_each = settings.alpha / (len(flags) + len(present))
     checks = [_rate_check(name, part, flag, alpha_each, settings.draws)
               for name, part, flag in flags]  # fmt: skip
-    for name, part, column, higher_is_worse in present:
-        checks.append(_value_check(name, part, column, higher_is_worse, alpha_each, settings))
+    for name, part, column, higher_is_worse, centre in present:
+        checks.append(
+            _value_check(name, part, column, higher_is_worse, centre, alpha_each, settings)
+        )
     return Comparison(
         candidate, production, len(sides[True]), len(sides[False]),
         [c for c in checks if c is not None], alpha_each,
@@ -358,6 +362,7 @@ def _value_check(
     rows: list[tuple[Any, ...]],
     column: int,
     higher_is_worse: bool,
+    centre: Callable[[np.ndarray[Any, Any]], Any],
     alpha_each: float,
     settings: CanarySettings,
 ) -> Check:
@@ -369,9 +374,7 @@ def _value_check(
     values, _, _ = value_histograms(prod_v, cand_v)
     prod_bins, cand_bins = np.searchsorted(values, prod_v), np.searchsorted(values, cand_v)
     p = _p_value("ks", prod_bins, cand_bins, len(values), prod, cand, settings.draws)
-    centre_c, centre_p = float(np.median(cand_v)), float(np.median(prod_v))
-    if name == "judge_score":  # scores are few steps: the mean moves where the median may not
-        centre_c, centre_p = float(cand_v.mean()), float(prod_v.mean())
+    centre_c, centre_p = float(centre(cand_v)), float(centre(prod_v))
     worse = centre_c > centre_p if higher_is_worse else centre_c < centre_p
     return Check(name, centre_c, centre_p, len(cand), len(prod), p, worse and p < alpha_each)
 

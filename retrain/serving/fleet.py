@@ -120,21 +120,21 @@ class FleetPlacement:
 
     def load(self, name: str, path: str, *, sidecars: list[str] | None = None) -> None:
         """Hold ``name`` on every live replica (or on ``sidecars``); return once each reports it."""
-        ref = self._bundle(name, path)
+        wanted = self._bundle(name, path, tuple(sidecars) if sidecars is not None else None)
         before = self._wanted_row(name)
-        self._want(name, ref, tuple(sidecars) if sidecars is not None else None)
+        self._want(wanted)
         try:
-            self._await(name, ref, sidecars)
+            self._await(name, wanted.ref, sidecars)
         except RolloutError:
             if before is None:
                 self.unload(name)
             else:
-                self._want(name, before.ref, before.sidecars)
+                self._want(before)
             raise
 
     def keep(self, name: str, path: str) -> None:
         """After a restart: keep ``name`` wanted on every replica, without waiting for them."""
-        self._want(name, self._bundle(name, path), None)
+        self._want(self._bundle(name, path, None))
 
     def unload(self, name: str) -> None:
         """No replica needs ``name`` any more: every agent unloads it."""
@@ -148,19 +148,20 @@ class FleetPlacement:
             if sidecar is None or w.sidecars is None or sidecar in w.sidecars
         }
 
-    def _bundle(self, name: str, path: str) -> BundleRef:
-        """The version's bundle: published (and recorded in the registry) on first use."""
+    def _bundle(self, name: str, path: str, sidecars: tuple[str, ...] | None) -> Wanted:
+        """The version's bundle, published (and recorded in the registry) on first use."""
         adapter = self.registry.by_served_name(name)
         if adapter is None:
             raise RolloutError(f"{name} is not in the adapter registry")
         if adapter.object_key is not None and adapter.digest is not None:
-            return BundleRef(adapter.object_key, adapter.digest)
+            ref = BundleRef(adapter.object_key, adapter.digest)
+            return Wanted(name, adapter.model_alias, ref, sidecars)
         try:
             ref = publish(self.objects, adapter.model_alias, name, Path(path))
         except BundleError as exc:
             raise RolloutError(f"cannot publish {name}: {exc}") from exc
         self.registry.record_bundle(adapter.id, ref.key, ref.digest)
-        return ref
+        return Wanted(name, adapter.model_alias, ref, sidecars)
 
     def _await(self, name: str, ref: BundleRef, sidecars: list[str] | None) -> list[str]:
         since = self.replicas.clock()
@@ -189,18 +190,16 @@ class FleetPlacement:
                 )
             time.sleep(self.poll_s)
 
-    def _want(self, name: str, ref: BundleRef, sidecars: tuple[str, ...] | None) -> None:
-        adapter = self.registry.by_served_name(name)
-        alias = adapter.model_alias if adapter is not None else ""
+    def _want(self, wanted: Wanted) -> None:
         self.store.execute(
             "INSERT OR REPLACE INTO fleet_adapters (served_name, model_alias, object_key,"
             " digest, sidecars, wanted_since) VALUES (?, ?, ?, ?, ?, ?)",
             [
-                name,
-                alias,
-                ref.key,
-                ref.digest,
-                None if sidecars is None else json.dumps(list(sidecars)),
+                wanted.served_name,
+                wanted.alias,
+                wanted.ref.key,
+                wanted.ref.digest,
+                None if wanted.sidecars is None else json.dumps(list(wanted.sidecars)),
                 self.clock(),
             ],
         )
