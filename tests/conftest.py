@@ -87,6 +87,26 @@ def smollm2_dir() -> Path:
     return prepare_smollm2(CACHE_DIR / "models" / "smollm2-135m-instruct")
 
 
+@contextlib.contextmanager
+def running_vllm(model_dir: Path, log_name: str, **options: Any) -> Iterator[Any]:
+    """A real vLLM serving ``model_dir`` as SERVED_NAME with runtime LoRA and its own API key."""
+    from driftloop.vllm_process import VLLMServer
+
+    server = VLLMServer(
+        model_dir,
+        SERVED_NAME,
+        max_model_len=1024,
+        log_path=CACHE_DIR / log_name,
+        api_key=secrets.token_urlsafe(32),
+        **options,
+    )
+    server.start(timeout_s=400)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def vllm_server(smollm2_dir: Path) -> Iterator[Any]:
     """One real vLLM serving SmolLM2-135M-Instruct with runtime LoRA, for the whole session.
@@ -94,17 +114,5 @@ def vllm_server(smollm2_dir: Path) -> Iterator[Any]:
     It wants ``server.api_key`` on every ``/v1`` path, as the vLLM that ``serve`` launches does,
     so tests call it (directly or through a sidecar given the key) the way production does.
     """
-    from driftloop.vllm_process import VLLMServer
-
-    server = VLLMServer(
-        smollm2_dir,
-        SERVED_NAME,
-        max_model_len=1024,
-        log_path=CACHE_DIR / "test-vllm.log",
-        api_key=secrets.token_urlsafe(32),
-    )
-    server.start(timeout_s=400)
-    try:
+    with running_vllm(smollm2_dir, "test-vllm.log") as server:
         yield server
-    finally:
-        server.stop()

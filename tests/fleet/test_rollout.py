@@ -36,7 +36,7 @@ from monitor.store import Store
 from monitor.vllm_admin import VLLMAdmin
 from retrain.adapter_registry import AdapterRegistry, Status
 from tests import polling
-from tests.conftest import CACHE_DIR, SERVED_NAME
+from tests.conftest import CACHE_DIR, SERVED_NAME, running_vllm
 from tests.fleet.processes import RoleProcess, role_process, seaweedfs
 from tests.loras import REFUSAL, random_lora, refusal_lora
 
@@ -144,19 +144,8 @@ def stage(db: Path, versions: dict[str, tuple[str, Path]]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def replica_b(smollm2_dir: Path) -> Iterator[VLLMServer]:
-    server = VLLMServer(
-        smollm2_dir,
-        SERVED_NAME,
-        max_model_len=1024,
-        max_lora_rank=8,
-        log_path=CACHE_DIR / "test-vllm-b.log",
-        api_key=secrets.token_urlsafe(32),
-    )
-    server.start(timeout_s=400)
-    try:
+    with running_vllm(smollm2_dir, "test-vllm-b.log", max_lora_rank=8) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -33,13 +33,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 @pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from retrain.training.base_models import build_tiny_llama
-
-    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny", seed=0)
-
-
-@pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return helpdesk_dataset(tmp_path_factory.mktemp("datasets"))
 

@@ -45,11 +45,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny")
-
-
-@pytest.fixture(scope="session")
 def tiny_base_without_markers(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Llama with a ChatML template lacking {% generation %}, like SmolLM2's."""
     copy = tmp_path_factory.mktemp("models") / "tiny-plain"
