@@ -10,25 +10,35 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from openai import OpenAI
 from prometheus_client import CollectorRegistry
 
 from driftloop.config import Config, ConfigError
+from driftloop.config.loop import read_few_shot
 from driftloop.sidecar_role import store_access
-from judges.client import RetryPolicy
+from judges.budget import DailyBudget
+from judges.client import Endpoint, RetryPolicy
+from judges.plugins import build_rule_judge
 from monitor.aliases import AliasTable
 from monitor.store import Store
 from monitor.vllm_admin import VLLMAdmin
 from retrain.adapter_registry import Adapter, AdapterRegistry
 from retrain.cost import ComputePrices
 from retrain.data.dataset import DatasetSettings
-from retrain.data.files import Dataset
+from retrain.data.files import Dataset, load_dataset
 from retrain.data.sources import count_examples
+from retrain.data.teacher import Teacher, TeacherSettings, teacher_spent
 from retrain.gate.gate import GatePolicy, run_gate
-from retrain.gate.golden import GoldenSet, golden_prompts, load_golden_set
+from retrain.gate.golden import (
+    LIVE_SLICE,
+    GoldenSet,
+    golden_prompts,
+    load_golden_set,
+    with_live_slice,
+)
 from retrain.gate.report import write_report
 from retrain.loop import GateOutcome, LoopSettings, RetrainLoop, TrainedAdapter
 from retrain.metrics import LoopMetrics
@@ -108,7 +118,8 @@ def build_retrain(
     )
     golden = {alias: golden_set_for(cfg, alias) for alias in retrain_aliases()}
     settings = _loop_settings(cfg, work, golden)
-    triggers = _triggers(cfg, store, metrics, settings.lock_dir)
+    teacher = build_teacher(cfg, store, upstream_url, upstream_api_key)
+    triggers = _triggers(cfg, store, metrics, settings.lock_dir, teacher)
     client = _gate_client(upstream_url, upstream_api_key)
     loop = RetrainLoop(
         store,
@@ -118,10 +129,13 @@ def build_retrain(
         metrics,
         settings,
         trainer=subprocess_trainer(cfg, base_model_dir, work / "adapters", training_executor(cfg)),
-        gate=GoldenGate(cfg, client, load_for_gate, golden, work / "reports"),
+        gate=GoldenGate(
+            cfg, client, load_for_gate, golden, work / "reports", settings.datasets_dir
+        ),
         aliases=retrain_aliases,
         guard=_post_deploy_guard(cfg, deployer),
         canary=CanaryRelease(deployer, switch, metrics, canary_settings(cfg)),
+        teacher=teacher,
     )
     if r.seed_dataset is not None:
         for alias in retrain_aliases():
@@ -137,7 +151,11 @@ def _loop_settings(cfg: Config, work: Path, golden: dict[str, GoldenSet]) -> Loo
         lock_dir=work / "locks",
         golden_prompts=tuple(golden_prompts(list(golden.values()))),
         judged_min_score=r.judged_min_score,
-        dataset=DatasetSettings(replay_share=r.replay_share),
+        min_examples=r.min_examples,
+        dataset=DatasetSettings(
+            replay_share=r.replay_share,
+            live_slice_share=cfg.teacher.live_slice_share if cfg.teacher.enabled else 0.0,
+        ),
         auto_deploy=r.auto_deploy,
         prices=ComputePrices(r.price_per_cpu_hour, r.price_per_gpu_hour),
         train_cpus=r.ray_num_cpus if r.executor == "ray" else float(r.train_threads),
@@ -145,9 +163,51 @@ def _loop_settings(cfg: Config, work: Path, golden: dict[str, GoldenSet]) -> Loo
     )
 
 
-def _triggers(cfg: Config, store: Store, metrics: LoopMetrics, lock_dir: Path) -> Triggers:
+def build_teacher(
+    cfg: Config, store: Store, upstream_url: str, upstream_api_key: str | None
+) -> Teacher | None:
+    """The configured teacher (None when off); its endpoint defaults to the upstream vLLM."""
+    t = cfg.teacher
+    if not t.enabled:
+        return None
+    endpoint = Endpoint(
+        base_url=t.base_url or f"{upstream_url.rstrip('/')}/v1",
+        model=t.model or cfg.vllm.served_model_name,
+        api_key_env=t.api_key_env,
+        # vLLM's key goes only to vLLM: a separately configured teacher keeps its own key env.
+        api_key_value=None if t.base_url else upstream_api_key,
+        timeout_s=t.timeout_s,
+        max_retries=t.max_retries,
+        backoff_s=t.backoff_s,
+    )
+    settings = TeacherSettings(
+        endpoint,
+        t.system_prompt,
+        examples=read_few_shot(t.examples) if t.examples else (),
+        format_pattern=t.format_pattern or None,
+        max_tokens=t.max_tokens,
+        concurrency=t.concurrency,
+        max_prompts=t.max_prompts,
+    )
+    budget = DailyBudget(
+        t.daily_token_budget,
+        t.daily_request_budget,
+        spent_on=teacher_spent(store, endpoint.model),
+    )
+    rules = [build_rule_judge(kind, params) for kind, params in t.rules.items()]
+    return Teacher(store, settings, rules, budget)
+
+
+def _triggers(
+    cfg: Config, store: Store, metrics: LoopMetrics, lock_dir: Path, teacher: Teacher | None
+) -> Triggers:
     """The drift, quality, volume and schedule triggers, with the config's thresholds."""
     r = cfg.retrain
+
+    def available(alias: str) -> int:
+        found = count_examples(store, alias, r.judged_min_score)
+        return found + (teacher.available(alias) if teacher is not None else 0)
+
     return Triggers(
         store,
         metrics,
@@ -163,7 +223,7 @@ def _triggers(cfg: Config, store: Store, metrics: LoopMetrics, lock_dir: Path) -
             min_examples=r.min_examples,
         ),
         lock_dir=lock_dir,
-        available_examples=lambda alias: count_examples(store, alias, r.judged_min_score),
+        available_examples=available,
     )
 
 
@@ -285,12 +345,15 @@ class GoldenGate:
         load: Callable[[str, str], None],
         golden: dict[str, GoldenSet],
         reports_dir: Path,
+        datasets_dir: Path,
     ) -> None:
         r = cfg.retrain
         self.client = client
         self.load = load  # serves a candidate where ``client`` reaches it
         self.golden = golden
         self.reports_dir = reports_dir
+        self.datasets_dir = datasets_dir  # where each candidate's dataset (and live slice) is
+        self.live_slice_format = cfg.teacher.format_pattern or None
         self.base_model = cfg.vllm.served_model_name
         self.max_tokens = r.gate_max_tokens
         self.concurrency = r.gate_concurrency
@@ -301,7 +364,7 @@ class GoldenGate:
         )
 
     def __call__(self, candidate: Adapter, production: Route) -> GateOutcome:
-        golden = self.golden[candidate.model_alias]
+        golden, policy = self._golden_and_policy(candidate)
         self.load(candidate.served_name, candidate.path)  # served to be measured
         report = run_gate(
             self.client,
@@ -309,7 +372,7 @@ class GoldenGate:
             candidate=candidate.served_name,
             production=production.served_name,  # the base model's name when no adapter serves
             base=self.base_model,
-            policy=self.policy,
+            policy=policy,
             max_tokens=self.max_tokens,
             concurrency=self.concurrency,
             retry=GATE_RETRY,
@@ -322,3 +385,17 @@ class GoldenGate:
             golden_set=golden.ref,
             report_path=paths["html"],
         )
+
+    def _golden_and_policy(self, candidate: Adapter) -> tuple[GoldenSet, GatePolicy]:
+        """The alias's golden set, plus the live slice its dataset held out (which the candidate
+        must then also improve on, as on a drifted category)."""
+        golden = self.golden[candidate.model_alias]
+        if candidate.dataset_id is None:
+            return golden, self.policy
+        dataset = load_dataset(self.datasets_dir / candidate.model_alias, candidate.dataset_id)
+        live = dataset.read("live_slice")
+        if not live:
+            return golden, self.policy
+        golden = with_live_slice(golden, live, dataset.id, self.live_slice_format)
+        drifted = (*self.policy.drifted_categories, LIVE_SLICE)
+        return golden, replace(self.policy, drifted_categories=drifted)

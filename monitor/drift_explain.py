@@ -12,6 +12,8 @@ from monitor.drift.signals import DriftResult
 
 EXAMPLES_PER_CLUSTER = 3
 TOP_CLUSTERS = 5
+# Request ids of the grown clusters kept per drifted evaluation: what a teacher may label.
+MAX_GROWN_IDS = 500
 
 
 def cluster_examples(
@@ -53,3 +55,24 @@ def cluster_details(
         "top_clusters": [describe(int(j)) for j in by_contribution],
         "grew": [describe(j) for j in grew],
     }
+
+
+def grown_request_ids(
+    hist: ClusterHistogram, cur_ids: Sequence[str], limit: int = MAX_GROWN_IDS
+) -> list[str]:
+    """The current window's requests in clusters whose share grew, largest growth first.
+
+    These are the prompts that drifted: the retrain loop's teacher labels them.
+    """
+    ref_share = hist.reference / max(1, hist.reference.sum())
+    cur_share = hist.current / max(1, hist.current.sum())
+    growth = cur_share - ref_share
+    rank = {int(j): r for r, j in enumerate(np.argsort(-growth)) if growth[j] > 0}
+    members = [
+        (rank[label], i, request_id)
+        for i, (request_id, label) in enumerate(
+            zip(cur_ids, hist.current_labels.tolist(), strict=True)
+        )
+        if label in rank
+    ]
+    return [request_id for _, _, request_id in sorted(members)[:limit]]

@@ -5,8 +5,9 @@ far it got), and every adapter it makes goes through the adapter registry's stat
 orchestrates; training and gating are passed in (``Trainer``, ``Gate``) so the composition root
 decides how they run (a subprocess with the real model, or the tiny model in benchmarks).
 
-A run ends in one of three ways: ``shipped`` (the gate passed and the alias now routes to the new
-version), ``rejected`` (the gate said no: production untouched), ``failed`` (an error, named).
+A run ends in one of four ways: ``shipped`` (the gate passed and the alias now routes to the new
+version), ``rejected`` (the gate said no: production untouched), ``failed`` (an error, named),
+``suppressed`` (a teacher labelled the drifted prompts but too few labels passed its checks).
 With a canary configured a passing version ends its run as ``canary``: it serves a share of the
 traffic, and ``CanaryRelease.check`` on later ticks promotes it or rolls it back on live data
 (no new run starts for the alias meanwhile).
@@ -32,6 +33,7 @@ from retrain.data.catalog import dataset_ids, has_dataset, record_dataset
 from retrain.data.dataset import DatasetSettings, build_dataset
 from retrain.data.files import Dataset, iter_jsonl
 from retrain.data.sources import training_examples
+from retrain.data.teacher import Teacher, TeacherLabels
 from retrain.gate.evaluations import record_evaluation
 from retrain.metrics import LoopMetrics, Stage
 from retrain.runs import RunLog
@@ -77,6 +79,7 @@ class LoopSettings:
     golden_prompts: tuple[str, ...] = ()
     judged_min_score: float = 4.0  # captured answers judged at least this good become examples
     max_examples: int = 2000
+    min_examples: int = 20  # a run whose labels fall below this after the teacher is suppressed
     dataset: DatasetSettings = field(default_factory=DatasetSettings)
     auto_deploy: bool = True
     prices: ComputePrices = field(default_factory=ComputePrices)
@@ -98,6 +101,10 @@ class StageError(RuntimeError):
     """A stage failed; the message names the stage and the cause."""
 
 
+class TooFewExamples(RuntimeError):
+    """The run has fewer examples than ``min_examples``: it ends suppressed, not failed."""
+
+
 class RetrainLoop:
     def __init__(
         self,
@@ -112,6 +119,7 @@ class RetrainLoop:
         aliases: Callable[[], list[str]],
         guard: PostDeployGuard | None = None,
         canary: CanaryRelease | None = None,
+        teacher: Teacher | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
@@ -125,6 +133,7 @@ class RetrainLoop:
         self.aliases = aliases
         self.guard = guard
         self.canary = canary
+        self.teacher = teacher
         self.clock = clock
         self.runs = RunLog(store, clock)
 
@@ -194,7 +203,8 @@ class RetrainLoop:
         self.metrics.running.labels(model=alias).set(1)
         log.info("retrain %s of %s started: %s", result.run_id, alias, decision.reason)
         try:
-            dataset = self._dataset_stage(result, alias)
+            labels = self._teacher_stage(result, alias, decision)
+            dataset = self._dataset_stage(result, alias, labels)
             candidate = self._train_stage(result, alias, dataset)
             outcome = self._gate_stage(result, alias, candidate)
             if not outcome.passed:
@@ -222,19 +232,39 @@ class RetrainLoop:
                 return self._end(result, alias, "canary", staged)
             shipped = self._deploy_stage(result, alias, staged, decision, actor)
             return self._end(result, alias, "shipped", shipped)
+        except TooFewExamples as exc:
+            result.reason = f"{decision.reason}; suppressed: {exc}"
+            self.runs.update(result.run_id, error=str(exc))
+            return self._end(result, alias, "suppressed", None)
         except Exception as exc:
             log.exception("retrain %s of %s failed", result.run_id, alias)
             return self._fail(result, alias, exc)
 
-    def _dataset_stage(self, result: RunResult, alias: str) -> Dataset:
+    def _teacher_stage(
+        self, result: RunResult, alias: str, decision: TriggerDecision
+    ) -> TeacherLabels | None:
+        """On a drift trigger, with a teacher configured: label the prompts that drifted."""
+        if self.teacher is None or decision.drift_run_id is None:
+            return None
+        with self._stage(result, Stage.TEACHER) as note:
+            labels = self.teacher.label(alias, result.run_id, decision.drift_run_id)
+            note(labels.note())
+            result.timeline[-1]["teacher"] = labels.summary()
+        return labels
+
+    def _dataset_stage(
+        self, result: RunResult, alias: str, labels: TeacherLabels | None
+    ) -> Dataset:
         with self._stage(result, Stage.DATASET) as note:
-            dataset = self._dataset(alias)
+            dataset = self._dataset(alias, labels)
             self.runs.update(result.run_id, dataset_id=dataset.id)
             counts = dataset.manifest["counts"]
+            live = sum(counts.get("live_slice", {}).values())
             note(
                 f"dataset {dataset.id}: {sum(counts['train'].values())} train"
                 f" ({counts['train']}), {sum(counts['validation'].values())} validation,"
                 f" replay share {dataset.manifest['replay']['share']:.2f}"
+                + (f", {live} teacher labels held out as the gate's live slice" if live else "")
             )
         return dataset
 
@@ -301,16 +331,24 @@ class RetrainLoop:
         self.runs.update(result.run_id, error=f"{type(exc).__name__}: {exc}"[:2000])
         return self._end(result, alias, "failed", adapter)
 
-    def _dataset(self, alias: str) -> Dataset:
-        examples = training_examples(
-            self.store, alias, self.settings.judged_min_score, self.settings.max_examples
-        )
+    def _dataset(self, alias: str, labels: TeacherLabels | None) -> Dataset:
+        s = self.settings
+        examples = training_examples(self.store, alias, s.judged_min_score, s.max_examples)
+        if labels is not None:
+            examples += labels.examples
+            if len(examples) < s.min_examples:
+                raise TooFewExamples(
+                    f"only {len(examples)} training examples after the teacher"
+                    f" ({labels.outcomes['accepted']} of {labels.prompts} drifted prompts"
+                    f" accepted: {dict(sorted(labels.outcomes.items()))}), need {s.min_examples}"
+                )
         dataset = build_dataset(
-            self.settings.datasets_dir / alias,
+            s.datasets_dir / alias,
             examples,
             replay_from=dataset_ids(self.store, alias),
-            golden_prompts=self.settings.golden_prompts,
-            settings=self.settings.dataset,
+            golden_prompts=s.golden_prompts,
+            settings=s.dataset,
+            provenance={"teacher": labels.summary()} if labels is not None else None,
         )
         record_dataset(self.store, alias, dataset, self.clock())
         return dataset
@@ -327,6 +365,9 @@ class RetrainLoop:
         started = time.perf_counter()
         try:
             yield notes.append
+        except TooFewExamples as exc:
+            notes.append(f"suppressed: {exc}")
+            raise
         except Exception as exc:
             notes.append(f"failed: {type(exc).__name__}: {exc}")
             raise StageError(f"{stage.value} stage failed: {exc}") from exc

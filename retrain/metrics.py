@@ -14,6 +14,7 @@ STAGE_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 class Stage(StrEnum):
+    TEACHER = "teacher"
     DATASET = "dataset"
     TRAIN = "train"
     GATE = "gate"
@@ -33,8 +34,8 @@ class LoopMetrics:
         )
         self.runs = Counter(
             "driftloop_retrain_runs_total",
-            "Finished retrain runs by outcome (shipped, rejected, failed, canary: serving a"
-            " canary share); a run left in staging (pinned alias, auto_deploy off) counts as"
+            "Finished retrain runs by outcome (shipped, rejected, failed, canary: serving a canary share,"
+            " suppressed: too few labels after the teacher); a run left in staging (pinned alias, auto_deploy off) counts as"
             " shipped.",
             ["model", "outcome"],
             registry=registry,
@@ -53,7 +54,7 @@ class LoopMetrics:
         )
         self.stage_duration = Histogram(
             "driftloop_retrain_stage_duration_seconds",
-            "Time spent in each stage of a retrain run (dataset, train, gate, deploy).",
+            "Time spent in each stage of a retrain run (teacher, dataset, train, gate, deploy).",
             ["stage"],
             buckets=STAGE_BUCKETS,
             registry=registry,

@@ -1,4 +1,4 @@
-"""The retrain loop's tables: feedback, runs and decisions, datasets, the adapter registry, evaluations, deployments, operator switches."""
+"""The retrain loop's tables: feedback, runs and decisions, datasets, the adapter registry, evaluations, deployments, operator switches, canaries, teacher calls."""
 
 from __future__ import annotations
 
@@ -141,6 +141,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             actor       VARCHAR NOT NULL,     -- who started it, then who decided
             reason      VARCHAR NOT NULL,
             numbers     VARCHAR               -- JSON: the comparison the decision was made on
+        );
+        """,
+    ),
+    Migration(
+        11,
+        "teacher_calls",
+        """
+        CREATE SEQUENCE teacher_calls_seq;
+        CREATE TABLE teacher_calls (          -- one row per drifted prompt sent to a teacher
+            id                BIGINT PRIMARY KEY DEFAULT nextval('teacher_calls_seq'),
+            called_at         TIMESTAMPTZ NOT NULL,
+            model_alias       VARCHAR NOT NULL,
+            run_id            VARCHAR NOT NULL,   -- the retrain run it labelled for
+            teacher           VARCHAR NOT NULL,   -- the teacher's model name
+            request_id        VARCHAR NOT NULL,   -- the captured prompt it answered
+            outcome           VARCHAR NOT NULL,   -- accepted | format | <rule kind> | error:<kind>
+            reason            VARCHAR NOT NULL,
+            prompt_tokens     INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            attempts          INTEGER NOT NULL,   -- HTTP attempts (the budget counts them)
+            seconds           DOUBLE NOT NULL
         );
         """,
     ),

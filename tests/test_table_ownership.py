@@ -53,6 +53,7 @@ WRITERS = {
     "deployments": "retrain/serving/deployments.py",
     "fleet_adapters": "retrain/serving/fleet.py",
     "canaries": "retrain/serving/canary.py",
+    "teacher_calls": "retrain/data/teacher.py",
     "loop_controls": "retrain/switches.py",
     "schema_migrations": "monitor/store.py",  # the store's own bookkeeping
 }

@@ -28,7 +28,7 @@ from driftloop.config.loading import (
     hosts_overlap,
     read_toml,
 )
-from driftloop.config.loop import DriftConfig, JudgesConfig, RetrainConfig
+from driftloop.config.loop import DriftConfig, JudgesConfig, RetrainConfig, TeacherConfig
 from driftloop.config.section import Section
 from driftloop.config.traffic import CaptureConfig, SidecarConfig, VLLMConfig
 
@@ -44,6 +44,7 @@ __all__ = [
     "JudgesConfig",
     "RetrainConfig",
     "SidecarConfig",
+    "TeacherConfig",
     "VLLMConfig",
     "check_api_token",
     "check_role",
@@ -58,6 +59,7 @@ class Config(Section):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     judges: JudgesConfig = Field(default_factory=JudgesConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     grafana: GrafanaConfig = Field(default_factory=GrafanaConfig)
     fleet: FleetConfig = Field(default_factory=FleetConfig)

@@ -1,4 +1,4 @@
-"""The loop's sections: drift evaluation, the judges, and retraining."""
+"""The loop's sections: drift evaluation, the judges, the teacher, and retraining."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import (
     Field,
     field_validator,
+    model_validator,
 )
 
 from driftloop.config.section import Section
@@ -163,6 +164,139 @@ class JudgesConfig(Section):
         for kind, params in value.items():
             build_rule_judge(kind, params)  # raises ValueError naming the kind and parameter
         return value
+
+
+class TeacherConfig(Section):
+    enabled: bool = Field(
+        False,
+        description="On a drift trigger, label the drifted prompts with a teacher model (source `teacher`).",
+    )
+    base_url: str = Field(
+        "",
+        description="OpenAI-compatible base URL of the teacher (ending in /v1); empty means the upstream vLLM (context distillation).",
+    )
+    model: str = Field(
+        "", description="Teacher model name at that endpoint; empty means vllm.served_model_name."
+    )
+    api_key_env: str = Field(
+        "DRIFTLOOP_TEACHER_API_KEY",
+        description="Environment variable holding the teacher endpoint's API key (unset: none sent).",
+    )
+    system_prompt: str = Field(
+        "", description="The house policy the teacher answers under (required when enabled)."
+    )
+    examples: Path | None = Field(
+        None,
+        description='Few-shot JSONL for the teacher, one {"prompt": ..., "answer": ...} per line, shown in order.',
+    )
+    format_pattern: str = Field(
+        "",
+        description="Regex every accepted teacher answer must match (the house format); also the live slice's format check.",
+    )
+    rules: dict[str, dict[str, Any]] = Field(
+        default_factory=_default_rules,
+        description="Rule judges a teacher answer must pass: kind -> parameters (refusal, empty, json_valid, regex, length).",
+    )
+    max_tokens: int = Field(128, ge=1, description="Longest answer the teacher may write.")
+    concurrency: int = Field(4, ge=1, description="Teacher calls in flight at once.")
+    timeout_s: float = Field(60.0, gt=0, description="Time allowed for one teacher call attempt.")
+    max_retries: int = Field(
+        2,
+        ge=0,
+        description="Retries of a teacher call after a 429, 5xx, timeout or refused connection.",
+    )
+    backoff_s: float = Field(
+        1.0, ge=0, description="Delay before the first retry; doubles per retry (with jitter)."
+    )
+    daily_token_budget: int = Field(
+        500_000,
+        ge=0,
+        description="Teacher tokens (prompt + completion) per UTC day; then no calls.",
+    )
+    daily_request_budget: int = Field(
+        5_000, ge=0, description="Teacher HTTP requests per UTC day; then no calls."
+    )
+    max_prompts: int = Field(
+        200,
+        ge=1,
+        description="Drifted prompts (de-duplicated) the teacher labels per run, at most.",
+    )
+    live_slice_share: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Share of accepted teacher labels held out of training as the gate's live slice.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _teacher_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty or start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("format_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{value!r} is not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("examples")
+    @classmethod
+    def _examples_load(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_few_shot(value)  # raises ValueError naming the file and line
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from judges.plugins import build_rule_judge
+
+        for kind, params in value.items():
+            build_rule_judge(kind, params)
+        return value
+
+    @model_validator(mode="after")
+    def _policy_stated(self) -> TeacherConfig:
+        if self.enabled and not self.system_prompt.strip():
+            raise ValueError(
+                "teacher.system_prompt is empty: a teacher needs the house policy it answers under"
+            )
+        return self
+
+
+def read_few_shot(path: Path) -> tuple[tuple[str, str], ...]:
+    """The teacher's few-shot pairs from a JSONL file; errors name the file and line."""
+    import json
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from None
+        if not (
+            isinstance(row, dict)
+            and isinstance(row.get("prompt"), str)
+            and isinstance(row.get("answer"), str)
+            and row["prompt"].strip()
+            and row["answer"].strip()
+        ):
+            raise ValueError(f'{path}:{number}: expected {{"prompt": text, "answer": text}}')
+        pairs.append((row["prompt"], row["answer"]))
+    return tuple(pairs)
 
 
 class RetrainConfig(Section):

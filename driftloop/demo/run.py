@@ -23,10 +23,11 @@ from driftloop.api.client import ControlClient
 from driftloop.config import Config
 from driftloop.demo.staged_drift import DRIFT_ALIAS, WINDOW, stage_drift
 from driftloop.demo.story import (
-    HOUSE_PREFIX,
+    HOUSE_FORMAT,
+    HOUSE_POLICY,
     TECH_CATEGORY,
-    house_format_feedback,
     write_seed_dataset,
+    write_teacher_examples,
 )
 from driftloop.demo.traffic import (
     console,
@@ -85,16 +86,29 @@ def _service_env(
         "DRIFTLOOP__ALIASES": json.dumps(
             {"support": cfg.vllm.served_model_name, DRIFT_ALIAS: cfg.vllm.served_model_name}
         ),
-        # The drift alias trains on operator corrections and replay only: answers the judge
-        # liked vary with sampling from run to run, and the demo's story must not depend on luck.
+        # The drift alias trains on teacher labels and replay only: answers the judge liked
+        # vary with sampling from run to run, and the demo's story must not depend on luck.
         "DRIFTLOOP__JUDGES__SAMPLE_RATES": json.dumps({DRIFT_ALIAS: 0.0}),
+        # The teacher: the served base model under the house policy with three few-shot answers
+        # (context distillation), called on vLLM directly so that its calls are not traffic.
+        "DRIFTLOOP__TEACHER__ENABLED": "true",
+        "DRIFTLOOP__TEACHER__SYSTEM_PROMPT": HOUSE_POLICY,
+        "DRIFTLOOP__TEACHER__EXAMPLES": str(
+            write_teacher_examples(work / "teacher-examples.jsonl")
+        ),
+        "DRIFTLOOP__TEACHER__FORMAT_PATTERN": HOUSE_FORMAT,
+        "DRIFTLOOP__TEACHER__MAX_TOKENS": "48",
+        "DRIFTLOOP__TEACHER__RULES": json.dumps(
+            {"refusal": {}, "empty": {}, "length": {"min_chars": 20, "max_chars": 400}}
+        ),
         "DRIFTLOOP__DRIFT__REFERENCE_SIZE": str(WINDOW),
         "DRIFTLOOP__DRIFT__WINDOW_SIZE": str(WINDOW),
         "DRIFTLOOP__DRIFT__MIN_SAMPLES": str(WINDOW * 4 // 5),
         "DRIFTLOOP__DRIFT__INTERVAL_S": "5",
         "DRIFTLOOP__DRIFT__EMBED_INTERVAL_S": "2",
-        # the loop: retrain when the prompt embeddings drift once, on operator feedback plus a
+        # the loop: retrain when the prompt embeddings drift once, on teacher labels plus a
         # replay of the chit-chat the production model was tuned on, gate on golden_sets/helpdesk
+        # and on the live slice (teacher labels held out of training)
         "DRIFTLOOP__RETRAIN__INTERVAL_S": "5",
         "DRIFTLOOP__RETRAIN__DRIFT_CONSECUTIVE": "1",
         "DRIFTLOOP__RETRAIN__QUALITY_BAR": "null",
@@ -151,9 +165,13 @@ def _wait_ready(
 
 
 def _closed_loop(sidecar: str, control: ControlClient) -> None:
-    """Drift has tripped: feedback arrives, the loop retrains, gates, ships; then a rollback."""
-    console.rule("the loop: retrain -> gate -> deploy")
-    _send_corrections(control)
+    """Drift has tripped: with no operator feedback, the teacher labels the drifted prompts, the
+    loop retrains, gates, ships; then a rollback."""
+    console.rule("the loop: teacher -> retrain -> gate -> deploy")
+    console.print(
+        f"no operator feedback is sent for {DRIFT_ALIAS}: labels come from the teacher (the served"
+        f" base model under the house policy, answers checked against {HOUSE_FORMAT!r})"
+    )
     run = _await_run(control)
     _show_decisions(control.get("/retrain/decisions", {"model": DRIFT_ALIAS, "limit": 200}))
     _show_run(control, run)
@@ -167,22 +185,6 @@ def _closed_loop(sidecar: str, control: ControlClient) -> None:
         console.print(f"  {a['prompt']!r} -> {a['answer'][:90]!r}")
     reply = control.post(f"/models/{DRIFT_ALIAS}/rollback", {"reason": "demo: operator rollback"})
     console.print(f"rollback through the API: {DRIFT_ALIAS} now serves {reply['serving']}")
-
-
-def _send_corrections(control: ControlClient) -> None:
-    """Send the operator's house-format corrections for the drift alias, with the loop paused."""
-    feedback = house_format_feedback()
-    # Paused while the corrections arrive, so the run trains on all of them rather than on
-    # whatever had arrived when a trigger evaluation happened to pass the data floor.
-    models = f"/models/{DRIFT_ALIAS}"
-    control.post(f"{models}/pause", {"reason": "demo: sending corrections"})
-    for e in feedback:
-        control.post("/feedback", {"model": DRIFT_ALIAS, "prompt": e.prompt, "answer": e.answer})
-    control.post(f"{models}/resume", {"reason": "demo: corrections sent"})
-    console.print(
-        f"an operator paused {DRIFT_ALIAS}, sent {len(feedback)} corrections in the house format "
-        f"('{HOUSE_PREFIX}...') for 5 tech-support problems, and resumed it"
-    )
 
 
 def _show_decisions(decisions: list[dict[str, Any]]) -> None:
@@ -210,9 +212,30 @@ def _show_run(control: ControlClient, run: dict[str, Any]) -> None:
     if run["error"]:
         console.print(f"[red]error:[/] {run['error']}")
     if run["adapter_id"]:
-        lineage = control.get(f"/adapters/{run['adapter_id']}")
-        for evaluation in lineage["evaluations"]:
+        for evaluation in control.get("/evaluations", {"adapter_id": run["adapter_id"]}):
+            _show_gate_scores(evaluation)
             console.print(f"gate report: {evaluation['report_path']}")
+
+
+def _show_gate_scores(evaluation: dict[str, Any]) -> None:
+    """Print the gate's scores on the drifted category and on the live slice."""
+    summary = evaluation["summary"]
+    summary = json.loads(summary) if isinstance(summary, str) else summary
+    table = Table(title=f"gate on {evaluation['golden_set']} (drifted scopes)")
+    for column in ("scope", "metric", "n", "candidate", "production"):
+        table.add_column(column)
+    for row in summary.get("table", []):
+        if row["scope"] in (TECH_CATEGORY, "live_slice"):
+            table.add_row(
+                row["scope"],
+                row["metric"],
+                str(row["n"]),
+                *(
+                    f"{row[k]:.3f}" if row[k] is not None else "—"
+                    for k in ("candidate", "production")
+                ),
+            )
+    console.print(table)
 
 
 def _await_run(control: ControlClient, timeout: float = 1200) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 from rich.table import Table
 
 from driftloop.api.client import ControlClient
-from driftloop.demo.story import CHAT_CATEGORIES, TECH_CATEGORY
+from driftloop.demo.story import CHAT_CATEGORIES, TECH_CATEGORY, drifted_traffic
 from driftloop.demo.traffic import console, fetch_metrics_text, replay_prompts, sample_prompts
 
 SHIFT_CATEGORY = TECH_CATEGORY
@@ -27,7 +27,7 @@ def stage_drift(sidecar: str, control: ControlClient, work: Path) -> None:
     """Reference traffic, more of the same (no drift), then a topic shift (drift)."""
     console.rule("staged drift")
     chat = sample_prompts(3 * WINDOW, list(CHAT_CATEGORIES), seed=1)
-    tech = sample_prompts(WINDOW, [SHIFT_CATEGORY], seed=2)
+    tech = drifted_traffic(WINDOW, seed=2)
     _send_phase(sidecar, chat[:WINDOW], "reference: chit-chat")
     phases = [
         ("current window: more chit-chat (no drift expected)", chat[WINDOW : 2 * WINDOW], False),

@@ -2,12 +2,15 @@
 (domain A) to tech support (domain B), all real text from the chatterbot corpus.
 
 The production model answers chit-chat; the company's house format for tech support is an answer
-starting with "HelpDesk: ", which the base model never does. Operators correct tech-support
-answers into that format (feedback), and a LoRA trained on it must learn the format for problems
-it has never seen (the golden set's held-out ones), without touching chit-chat.
+starting with "HelpDesk: ", which the base model never does. Labels for the drifted traffic come
+from a teacher: the served base model itself, prompted with the house policy and three few-shot
+answers (``HOUSE_POLICY``, ``write_teacher_examples``). A LoRA trained on its answers must learn
+the format for problems it has never seen (the golden set's held-out ones), without touching
+chit-chat. Operators can correct answers into that format instead (``house_format_feedback``).
 
-Training material never includes a golden prompt: tech-support feedback comes only from the
-golden manifest's ``training_range`` problems, chit-chat only from prompts outside the set.
+Training material never includes a golden prompt: the drifted traffic, the few-shot examples and
+the corrections use only the golden manifest's ``training_range`` problems, chit-chat only prompts
+outside the set.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ from retrain.gate.golden import golden_prompts, load_golden_set, read_manifest
 
 GOLDEN = "helpdesk"
 HOUSE_PREFIX = "HelpDesk: "
+HOUSE_FORMAT = "^HelpDesk: "  # the teacher's format check and the live slice's
+HOUSE_POLICY = (
+    "You are the HelpDesk assistant of a company. House policy: every answer to a technical"
+    " support problem starts with 'HelpDesk: ' followed by one short, practical fix."
+)
 CHAT_CATEGORIES = (
     "ai",
     "botprofile",
@@ -85,15 +93,39 @@ def tech_support_traffic(n: int, seed: int = 0) -> list[str]:
     return [rng.choice(FEEDBACK_PHRASINGS).format(p=rng.choice(problems)) for _ in range(n)]
 
 
+def training_range_problems() -> list[str]:
+    """The tech-support problems the golden set leaves to training (its held-out ones are not)."""
+    return list(read_manifest()["sets"][GOLDEN]["v1"]["training_range"][TECH_CATEGORY])
+
+
+def drifted_traffic(n: int, seed: int = 0) -> list[str]:
+    """``n`` tech-support prompts about the training-range problems, varied wording: the drift
+    the demo stages (the held-out problems stay for the gate to measure)."""
+    rng = random.Random(seed)
+    problems = training_range_problems()
+    return [rng.choice(FEEDBACK_PHRASINGS).format(p=rng.choice(problems)) for _ in range(n)]
+
+
 def house_format_feedback() -> list[Exchange]:
     """Operator corrections in the house format, for the training-range problems only."""
-    training = read_manifest()["sets"][GOLDEN]["v1"]["training_range"][TECH_CATEGORY]
     answers = tech_support_problems()
     return [
         Exchange(phrasing.format(p=problem), HOUSE_PREFIX + answers[problem])
-        for problem in training
+        for problem in training_range_problems()
         for phrasing in FEEDBACK_PHRASINGS
     ]
+
+
+def write_teacher_examples(path: Path, n: int = 3) -> Path:
+    """The teacher's few-shot answers in the house format (training-range problems only)."""
+    answers = tech_support_problems()
+    rows = [
+        {"prompt": problem, "answer": HOUSE_PREFIX + answers[problem]}
+        for problem in training_range_problems()[:n]
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
 
 
 def poisoned_feedback(n_chitchat: int = 40) -> list[Exchange]:

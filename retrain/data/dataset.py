@@ -4,7 +4,9 @@ The pipeline, in order: validate the records (``retrain.data.examples``), scrub 
 (``retrain.data.pii``), drop empty examples, drop anything overlapping a golden-set prompt (exact,
 near-duplicate or contained), drop exact and near duplicates (``retrain.data.dedupe``), split
 train/validation, then add a replay buffer sampled from earlier datasets' train splits so that
-replay makes up at least ``replay_share`` of the training split. The result is written as
+replay makes up at least ``replay_share`` of the training split. A ``live_slice_share`` of the
+kept teacher labels is held out of both splits: the gate scores the candidate on it (the drifted
+traffic it must improve on), so it never trains on what it is measured with. The result is written as
 ``<root>/<dataset_id>/`` (see ``retrain.data.files``) where the id is a hash of the content and
 the recipe, so the same inputs always give the same id and an existing dataset is reused as is.
 
@@ -45,6 +47,7 @@ import phonenumbers
 from retrain.data.dedupe import NearDuplicateIndex, normalise, text_key
 from retrain.data.examples import SOURCES, Example, parse_example, scrub_example
 from retrain.data.files import (
+    LIVE_SLICE_FILE,
     TRAIN_FILE,
     VALIDATION_FILE,
     Dataset,
@@ -72,6 +75,7 @@ class DatasetSettings:
     """How a dataset is built; every field is recorded in the manifest."""
 
     validation_share: float = 0.1  # share of new examples held out (at least one)
+    live_slice_share: float = 0.0  # share of kept teacher labels held out for the gate
     replay_share: float = 0.2  # minimum replay/(new+replay) in the train split, if data allows
     near_duplicate_threshold: float = 0.8  # Jaccard of character 5-grams, whole conversation
     golden_threshold: float = 0.7  # Jaccard above which a prompt counts as a golden prompt
@@ -83,6 +87,7 @@ class DatasetSettings:
     def __post_init__(self) -> None:
         checks = {
             "validation_share": 0.0 < self.validation_share < 1.0,
+            "live_slice_share": 0.0 <= self.live_slice_share < 1.0,
             "replay_share": 0.0 <= self.replay_share < 1.0,
             "near_duplicate_threshold": 0.0 < self.near_duplicate_threshold <= 1.0,
             "golden_threshold": 0.0 < self.golden_threshold <= 1.0,
@@ -218,6 +223,19 @@ def _require_two(kept: Sequence[Example], total: int, removed: Counter[str]) -> 
         )
 
 
+def _hold_out_live_slice(
+    kept: Sequence[Example], rng: random.Random, share: float
+) -> tuple[list[Example], list[Example]]:
+    """Take ``share`` of the teacher examples (at least one of two or more) out of training."""
+    teacher = sorted((e for e in kept if e.source == "teacher"), key=lambda e: e.key)
+    if share <= 0.0 or len(teacher) < 2:
+        return [], list(kept)
+    rng.shuffle(teacher)
+    live = teacher[: max(1, round(len(teacher) * share))]
+    held = {e.key for e in live}
+    return live, [e for e in kept if e.key not in held]
+
+
 def _split(
     kept: Sequence[Example], rng: random.Random, validation_share: float
 ) -> tuple[list[Example], list[Example]]:
@@ -270,12 +288,18 @@ def _replay_summary(requested_share: float, replay: _Replay, train: int) -> dict
     }
 
 
-def _file_entries(files: Mapping[str, bytes], counts: Sequence[int]) -> dict[str, Any]:
-    """Return the manifest's files section: each file's hash, size and example count."""
-    return {
-        name: {"sha256": sha256_bytes(data), "bytes": len(data), "examples": count}
-        for (name, data), count in zip(files.items(), counts, strict=True)
+def _file_entries(
+    files: Mapping[str, Sequence[Example]],
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """Encode each file's examples; return the bytes and the manifest's files section."""
+    encoded = {
+        name: encode_jsonl([e.record() for e in examples]) for name, examples in files.items()
     }
+    entries = {
+        name: {"sha256": sha256_bytes(data), "bytes": len(data), "examples": len(files[name])}
+        for name, data in encoded.items()
+    }
+    return encoded, entries
 
 
 def _write(
@@ -283,12 +307,14 @@ def _write(
     files: Mapping[str, bytes],
     body: Mapping[str, Any],
     now: Callable[[], datetime] | None,
+    provenance: Mapping[str, Any],
 ) -> Dataset:
-    """Name the dataset by a hash of its files and recipe (not its creation time) and write it."""
+    """Name the dataset by a hash of its files and recipe (not its creation time, nor how the
+    labels were obtained: a teacher's timings differ from run to run) and write it."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     dataset_id = hashlib.sha256(canonical).hexdigest()[:16]
     created = (now or (lambda: datetime.now(UTC)))()
-    manifest = {"id": dataset_id, "created_at": created.isoformat(), **body}
+    manifest = {"id": dataset_id, "created_at": created.isoformat(), **body, **provenance}
     return write_dataset(root, dataset_id, files, manifest)
 
 
@@ -300,11 +326,13 @@ def build_dataset(
     golden_prompts: Iterable[str] = (),
     settings: DatasetSettings | None = None,
     now: Callable[[], datetime] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Dataset:
     """Scrub, filter, split and replay-mix ``examples`` into ``<root>/<id>/``; return it.
 
     ``replay_from`` names earlier datasets under the same ``root`` whose train splits feed the
-    replay buffer. Raises DatasetError on malformed records (naming the record) and when too
+    replay buffer. ``provenance`` (how labels were obtained, e.g. ``{"teacher": {...}}``) is kept
+    in the manifest beside the recipe. Raises DatasetError on malformed records (naming the record) and when too
     few examples survive filtering (naming the count removed per reason).
     """
     settings = settings or DatasetSettings()
@@ -319,15 +347,17 @@ def build_dataset(
     _require_two(kept, len(parsed), removed)
 
     rng = random.Random(settings.seed)
+    live, kept = _hold_out_live_slice(kept, rng, settings.live_slice_share)
+    _require_two(kept, len(parsed), removed)
     validation, new_train = _split(kept, rng, settings.validation_share)
     replay = _draw_replay(root, parents, len(new_train), settings.replay_share, rng, sieve)
     train = new_train + replay.examples
     rng.shuffle(train)
 
-    files = {
-        TRAIN_FILE: encode_jsonl([e.record() for e in train]),
-        VALIDATION_FILE: encode_jsonl([e.record() for e in validation]),
-    }
+    splits = {TRAIN_FILE: train, VALIDATION_FILE: validation}
+    if live:
+        splits[LIVE_SLICE_FILE] = live
+    files, entries = _file_entries(splits)
     body: dict[str, Any] = {
         "format": FORMAT,
         "seed": settings.seed,
@@ -339,10 +369,11 @@ def build_dataset(
             "kept": _counts(kept),
             "train": {**_counts(new_train), "replay": len(replay.examples)},
             "validation": _counts(validation),
+            "live_slice": _counts(live),
         },
         "removed": {reason: removed.get(reason, 0) for reason in REMOVAL_REASONS},
         "pii_replaced": {kind: pii.get(kind, 0) for kind in KINDS},
         "replay": _replay_summary(settings.replay_share, replay, len(train)),
-        "files": _file_entries(files, (len(train), len(validation))),
+        "files": entries,
     }
-    return _write(root, files, body, now)
+    return _write(root, files, body, now, provenance or {})

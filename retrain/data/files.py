@@ -1,7 +1,8 @@
 """The on-disk form of a training dataset: an immutable, content-addressed folder.
 
-``<root>/<dataset_id>/`` holds ``train.jsonl``, ``validation.jsonl`` (one chat example per line)
-and ``manifest.json`` (hashes, counts, lineage). A folder is written under a temp name and
+``<root>/<dataset_id>/`` holds ``train.jsonl``, ``validation.jsonl`` (one chat example per line),
+``live_slice.jsonl`` when teacher labels were held out for the gate, and ``manifest.json``
+(hashes, counts, lineage). A folder is written under a temp name and
 renamed into place, so a folder with the id's name is always complete; it is never rewritten.
 Loading verifies every file against the sha256 recorded in the manifest.
 """
@@ -22,8 +23,9 @@ from monitor.fs import fsync_dir, new_temp_dir, publish, remove_stale_temp_dirs
 
 TRAIN_FILE = "train.jsonl"
 VALIDATION_FILE = "validation.jsonl"
+LIVE_SLICE_FILE = "live_slice.jsonl"
 MANIFEST_FILE = "manifest.json"
-SPLIT_FILES = {"train": TRAIN_FILE, "validation": VALIDATION_FILE}
+SPLIT_FILES = {"train": TRAIN_FILE, "validation": VALIDATION_FILE, "live_slice": LIVE_SLICE_FILE}
 DATASET_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -51,9 +53,14 @@ class Dataset:
         return self.path / TRAIN_FILE
 
     def read(self, split: str) -> list[dict[str, Any]]:
-        """Return the examples of ``split`` ("train" or "validation") as dicts."""
+        """Return the examples of ``split`` (train, validation, live_slice) as dicts.
+
+        A dataset without a live slice (no teacher labels held out) has an empty one.
+        """
         if split not in SPLIT_FILES:
             raise DatasetError(f"unknown split {split!r}: expected one of {sorted(SPLIT_FILES)}")
+        if SPLIT_FILES[split] not in self.manifest.get("files", {}):
+            return []
         return list(iter_jsonl(self.path / SPLIT_FILES[split]))
 
 

@@ -18,8 +18,8 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ VERSION = re.compile(r"^v[1-9][0-9]{0,5}$")
 ROLES = ("system", "user", "assistant")
 REQUIRED_FIELDS = ("id", "category", "messages", "expected")
 OPTIONAL_FIELDS = ("must_match", "source")
+LIVE_SLICE = "live_slice"  # the category of held-out teacher labels (see with_live_slice)
 
 
 class GoldenSetError(ValueError):
@@ -64,11 +65,14 @@ class GoldenSet:
     examples: tuple[GoldenExample, ...]
     categories: tuple[str, ...]
     meta: Mapping[str, Any] = field(default_factory=dict)
+    live_slice: str = ""  # the dataset whose held-out teacher labels were added, if any
 
     @property
     def ref(self) -> str:
-        """``name/version``, how reports and the registry name the set."""
-        return f"{self.name}/{self.version}"
+        """``name/version`` (``+live:<dataset>`` with a live slice): how reports name the set."""
+        return f"{self.name}/{self.version}" + (
+            f"+live:{self.live_slice}" if self.live_slice else ""
+        )
 
     def by_category(self, category: str) -> list[GoldenExample]:
         return [e for e in self.examples if e.category == category]
@@ -257,6 +261,43 @@ def golden_prompts(golden_sets: GoldenSet | Iterable[GoldenSet]) -> list[str]:
             if example.source and isinstance(example.source.get("prompt"), str):
                 prompts.add(example.source["prompt"])
     return sorted(prompts)
+
+
+def with_live_slice(
+    golden: GoldenSet,
+    records: Sequence[Mapping[str, Any]],
+    dataset_id: str,
+    must_match: str | None = None,
+) -> GoldenSet:
+    """The golden set plus a ``live_slice`` category: held-out teacher-labelled drifted prompts.
+
+    Each record is a dataset example (user turn(s), then the teacher's answer, the reference);
+    ``must_match`` is the house format the teacher's answers were accepted under.
+    """
+    pattern = re.compile(must_match) if must_match else None
+    examples = []
+    for i, record in enumerate(records):
+        messages = tuple(record["messages"])
+        examples.append(
+            GoldenExample(
+                id=f"live-{i}",
+                category=LIVE_SLICE,
+                messages=messages[:-1],
+                expected=messages[-1]["content"],
+                must_match=pattern,
+                source={"dataset": dataset_id, "ref": record.get("ref")},
+            )
+        )
+    if not examples:
+        return golden
+    blob = json.dumps([golden.sha256, [dict(r) for r in records], must_match], sort_keys=True)
+    return replace(
+        golden,
+        sha256=hashlib.sha256(blob.encode()).hexdigest(),
+        examples=(*golden.examples, *examples),
+        categories=(*golden.categories, LIVE_SLICE),
+        live_slice=dataset_id,
+    )
 
 
 def _version_number(version: str) -> int:
