@@ -18,9 +18,11 @@ from prometheus_client import CollectorRegistry
 
 from driftloop.config import Config, ConfigError
 from driftloop.config.loop import read_few_shot
+from driftloop.judges_wiring import rubric_judge
 from driftloop.sidecar_role import store_access
 from judges.budget import DailyBudget
 from judges.client import Endpoint, RetryPolicy
+from judges.pairwise import PairwiseJudge
 from judges.plugins import build_rule_judge
 from monitor.aliases import AliasTable
 from monitor.store import Store
@@ -31,7 +33,7 @@ from retrain.data.dataset import DatasetSettings
 from retrain.data.files import Dataset, load_dataset
 from retrain.data.sources import count_examples
 from retrain.data.teacher import Teacher, TeacherSettings, teacher_spent
-from retrain.gate.gate import GatePolicy, run_gate
+from retrain.gate.gate import GateJudge, GatePolicy, run_gate
 from retrain.gate.golden import (
     LIVE_SLICE,
     GoldenSet,
@@ -39,6 +41,7 @@ from retrain.gate.golden import (
     load_golden_set,
     with_live_slice,
 )
+from retrain.gate.judge import CalibratedJudge
 from retrain.gate.report import write_report
 from retrain.loop import GateOutcome, LoopSettings, RetrainLoop, TrainedAdapter
 from retrain.metrics import LoopMetrics
@@ -130,7 +133,13 @@ def build_retrain(
         settings,
         trainer=subprocess_trainer(cfg, base_model_dir, work / "adapters", training_executor(cfg)),
         gate=GoldenGate(
-            cfg, client, load_for_gate, golden, work / "reports", settings.datasets_dir
+            cfg,
+            client,
+            load_for_gate,
+            golden,
+            work / "reports",
+            settings.datasets_dir,
+            judge=_gate_judge(cfg, store, upstream_url, upstream_api_key),
         ),
         aliases=retrain_aliases,
         guard=_post_deploy_guard(cfg, deployer),
@@ -160,6 +169,26 @@ def _loop_settings(cfg: Config, work: Path, golden: dict[str, GoldenSet]) -> Loo
         prices=ComputePrices(r.price_per_cpu_hour, r.price_per_gpu_hour),
         train_cpus=r.ray_num_cpus if r.executor == "ray" else float(r.train_threads),
         train_gpus=r.ray_num_gpus if r.executor == "ray" else 0.0,
+    )
+
+
+def _gate_judge(
+    cfg: Config, store: Store, upstream_url: str, upstream_api_key: str | None
+) -> CalibratedJudge | None:
+    """The configured LLM judge as the gate asks it: pairwise, trusted only once calibrated."""
+    if not cfg.retrain.gate_judge:
+        return None
+    rubric = rubric_judge(cfg, upstream_url, upstream_api_key)
+    pairwise = PairwiseJudge(
+        rubric.rubric, rubric.endpoint, concurrency=cfg.retrain.gate_concurrency
+    )
+    return CalibratedJudge(
+        store,
+        pairwise,
+        rubric.name,
+        min_kappa=cfg.judges.calibration_min_kappa,
+        min_parsed=cfg.judges.calibration_min_parsed,
+        margin=cfg.retrain.gate_margin,
     )
 
 
@@ -346,8 +375,10 @@ class GoldenGate:
         golden: dict[str, GoldenSet],
         reports_dir: Path,
         datasets_dir: Path,
+        judge: GateJudge | None = None,
     ) -> None:
         r = cfg.retrain
+        self.judge = judge
         self.client = client
         self.load = load  # serves a candidate where ``client`` reaches it
         self.golden = golden
@@ -376,12 +407,15 @@ class GoldenGate:
             max_tokens=self.max_tokens,
             concurrency=self.concurrency,
             retry=GATE_RETRY,
+            judge=self.judge,
         )
         paths = write_report(report, self.reports_dir / candidate.id)
+        judge = report.judge.get("status")
         return GateOutcome(
             passed=report.passed,
-            reasons=[check.message for check in report.reasons] or [report.summary],
-            summary={"summary": report.summary, "table": report.table},
+            reasons=[check.message for check in report.reasons]
+            + ([f"judge {judge}"] if judge else []),
+            summary={"summary": report.summary, "table": report.table, "judge": report.judge},
             golden_set=golden.ref,
             report_path=paths["html"],
         )

@@ -51,4 +51,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        12,
+        "judge_calibrations",
+        """
+        CREATE SEQUENCE judge_calibrations_seq;
+        CREATE TABLE judge_calibrations (     -- every `judges calibrate` recorded by the service
+            id             BIGINT PRIMARY KEY DEFAULT nextval('judge_calibrations_seq'),
+            created_at     TIMESTAMPTZ NOT NULL,
+            judge          VARCHAR NOT NULL,
+            judge_model    VARCHAR,
+            rubric_version VARCHAR NOT NULL,
+            labelled_set   VARCHAR NOT NULL,  -- content hash of the labelled file
+            n_items        INTEGER NOT NULL,
+            parsed         DOUBLE NOT NULL,
+            exact          DOUBLE NOT NULL,
+            kappa          DOUBLE,            -- NULL: undefined (no parsed pair)
+            min_kappa      DOUBLE NOT NULL,
+            min_parsed     DOUBLE NOT NULL,
+            flagged        BOOLEAN NOT NULL
+        );
+        """,
+    ),
 )

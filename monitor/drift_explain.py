@@ -12,8 +12,9 @@ from monitor.drift.signals import DriftResult
 
 EXAMPLES_PER_CLUSTER = 3
 TOP_CLUSTERS = 5
-# Request ids of the grown clusters kept per drifted evaluation: what a teacher may label.
-MAX_GROWN_IDS = 500
+# Request ids of the drifted prompts kept per drifted evaluation: what a teacher may label.
+MAX_DRIFTED_IDS = 500
+NOVELTY_QUANTILE = 0.95
 
 
 def cluster_examples(
@@ -57,22 +58,48 @@ def cluster_details(
     }
 
 
-def grown_request_ids(
-    hist: ClusterHistogram, cur_ids: Sequence[str], limit: int = MAX_GROWN_IDS
+def drifted_request_ids(
+    hist: ClusterHistogram,
+    ref_vec: np.ndarray,
+    cur_vec: np.ndarray,
+    cur_ids: Sequence[str],
+    limit: int = MAX_DRIFTED_IDS,
 ) -> list[str]:
-    """The current window's requests in clusters whose share grew, largest growth first.
+    """The current window's requests that drifted, least like the reference first.
 
-    These are the prompts that drifted: the retrain loop's teacher labels them.
+    A request drifted when its cluster's share grew, or when its nearest reference prompt is
+    farther from it than ``NOVELTY_QUANTILE`` of the reference prompts are from their own nearest
+    neighbour (a topic shift lands many new prompts in old clusters when there are few of them).
+    These are what the retrain loop's teacher labels.
     """
     ref_share = hist.reference / max(1, hist.reference.sum())
     cur_share = hist.current / max(1, hist.current.sum())
-    growth = cur_share - ref_share
-    rank = {int(j): r for r, j in enumerate(np.argsort(-growth)) if growth[j] > 0}
-    members = [
-        (rank[label], i, request_id)
-        for i, (request_id, label) in enumerate(
-            zip(cur_ids, hist.current_labels.tolist(), strict=True)
+    grown = {int(j) for j in np.flatnonzero(cur_share - ref_share > 0)}
+    novelty = 1.0 - _nearest_similarity(cur_vec, ref_vec)
+    if len(ref_vec) > 1:
+        bar = float(
+            np.quantile(
+                1.0 - _nearest_similarity(ref_vec, ref_vec, self_pairs=True), NOVELTY_QUANTILE
+            )
         )
-        if label in rank
-    ]
-    return [request_id for _, _, request_id in sorted(members)[:limit]]
+    else:
+        bar = float("inf")
+    labels = hist.current_labels.tolist()
+    chosen = [i for i in range(len(cur_ids)) if labels[i] in grown or novelty[i] > bar]
+    chosen.sort(key=lambda i: -novelty[i])
+    return [cur_ids[i] for i in chosen[:limit]]
+
+
+def _nearest_similarity(
+    rows: np.ndarray, against: np.ndarray, *, self_pairs: bool = False, chunk: int = 1024
+) -> np.ndarray:
+    """Cosine similarity of each (normalised) row to its nearest row of ``against``, in chunks
+    so that memory stays O(chunk x len(against)); ``self_pairs`` skips a row's own copy."""
+    out = np.empty(len(rows), dtype=np.float32)
+    for start in range(0, len(rows), chunk):
+        sims = rows[start : start + chunk] @ against.T
+        if self_pairs:
+            idx = np.arange(start, min(start + chunk, len(rows)))
+            sims[idx - start, idx] = -np.inf
+        out[start : start + chunk] = sims.max(axis=1)
+    return out

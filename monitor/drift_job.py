@@ -38,7 +38,7 @@ from monitor.drift.signals import (
     rate_drift,
 )
 from monitor.drift.statistics import distinct_n
-from monitor.drift_explain import cluster_details, cluster_examples, grown_request_ids
+from monitor.drift_explain import cluster_details, cluster_examples, drifted_request_ids
 from monitor.embedding_job import load_vectors
 from monitor.metrics import DriftMetrics
 from monitor.references import Reference, aliases_with_traffic, ensure_reference, windows
@@ -196,8 +196,8 @@ class DriftJob:
                         },
                         "mde_alpha": mde_alpha,
                         # kept only when it drifted: the prompts a teacher labels for a retrain
-                        "grown_request_ids": (
-                            grown_request_ids(drift.clusters, cur_ids)
+                        "drifted_request_ids": (
+                            drifted_request_ids(drift.clusters, ref_vec, cur_vec, cur_ids)
                             if drift.combined.drifted
                             else []
                         ),

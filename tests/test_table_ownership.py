@@ -43,6 +43,7 @@ WRITERS = {
     "routing_changes": "driftloop/api/routing_log.py",
     "judgments": "judges/judgments.py",
     "judge_anchor_runs": "judges/anchors.py",
+    "judge_calibrations": "judges/calibration_records.py",
     "feedback": "retrain/feedback.py",
     "retrain_runs": "retrain/runs.py",
     "retrain_decisions": "retrain/runs.py",

@@ -390,6 +390,10 @@ class RetrainConfig(Section):
         description="Golden-set categories that must improve; empty: the overall score must.",
     )
     gate_max_tokens: int = Field(64, ge=1, description="Tokens per golden-set answer.")
+    gate_judge: bool = Field(
+        True,
+        description="Ask the configured LLM judge (pairwise, both orders) in the gate; it counts only when its recorded calibration meets judges.calibration_min_kappa and judges.calibration_min_parsed.",
+    )
     gate_concurrency: int = Field(
         8,
         ge=1,

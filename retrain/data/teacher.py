@@ -1,8 +1,8 @@
 """Teacher labels for the traffic that drifted: ask a model that behaves as the house wants.
 
-On a drift trigger the loop has prompts (the requests in the clusters that grew, recorded by the
-drift job) but no answers it may train on. A teacher, any OpenAI-compatible endpoint, answers
-them under a system prompt stating the house policy and optional few-shot examples. By default
+On a drift trigger the loop has prompts (the drifted requests the drift job recorded: members of
+clusters that grew, and prompts unlike any of the reference) but no answers it may train on. A
+teacher, any OpenAI-compatible endpoint, answers them under a system prompt stating the house policy and optional few-shot examples. By default
 it is the served base model itself: the adapter then learns to behave as the prompted model does
 without the prompt (context distillation); a stronger endpoint is one config change.
 
@@ -130,14 +130,17 @@ class Teacher:
     # --- which prompts ------------------------------------------------------------------------
 
     def drifted_prompts(self, drift_run_id: int) -> list[tuple[str, str]]:
-        """(request id, prompt) of the evaluation's grown clusters, de-duplicated, capped."""
+        """(request id, prompt) the evaluation found drifted, de-duplicated, capped.
+
+        ``drift_run_id`` is any row of the evaluation (the trigger's is the alias's decision).
+        """
         rows = self.store.query(
             "SELECT p.details FROM drift_runs d JOIN drift_runs p"
             " ON p.run_at = d.run_at AND p.model_alias = d.model_alias"
             " WHERE d.id = ? AND p.signal = 'prompt_embedding'",
             [drift_run_id],
         )
-        ids = json.loads(rows[0][0]).get("grown_request_ids", []) if rows else []
+        ids = json.loads(rows[0][0]).get("drifted_request_ids", []) if rows else []
         if not ids:
             return []
         found = dict(
@@ -149,7 +152,7 @@ class Teacher:
         )
         seen: set[str] = set()
         out = []
-        for request_id in ids:  # largest growth first, as the drift job ranked them
+        for request_id in ids:  # least like the reference first, as the drift job ranked them
             prompt = found.get(request_id)
             if prompt is None or (key := normalise(prompt)) in seen:
                 continue
@@ -158,14 +161,13 @@ class Teacher:
         return out[: self.settings.max_prompts]
 
     def available(self, alias: str) -> int:
-        """Drifted prompts the newest drifted evaluation of ``alias`` left for a teacher."""
+        """Distinct drifted prompts the newest evaluation of ``alias`` left for a teacher."""
         rows = self.store.query(
-            "SELECT json_array_length(details, '$.grown_request_ids') FROM drift_runs"
-            " WHERE model_alias = ? AND signal = 'prompt_embedding'"
+            "SELECT id FROM drift_runs WHERE model_alias = ? AND signal = 'prompt_embedding'"
             " ORDER BY run_at DESC, id DESC LIMIT 1",
             [alias],
         )
-        return min(int(rows[0][0] or 0), self.settings.max_prompts) if rows else 0
+        return len(self.drifted_prompts(int(rows[0][0]))) if rows else 0
 
     # --- labelling ----------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import openai
 
@@ -64,7 +64,7 @@ class GatePolicy:
 class Check:
     """One comparison the gate made: scope (category or overall), metric, values, verdict."""
 
-    kind: str  # "not_worse" or "improves"
+    kind: str  # "not_worse", "improves" or "judge" (the pairwise win rate, read as not_worse)
     scope: str
     metric: str
     candidate: float
@@ -104,6 +104,7 @@ class GateReport:
     base: ModelScores
     production_is_base: bool = False
     summary: str = field(default="")
+    judge: dict[str, Any] = field(default_factory=dict)  # the LLM judge's status and verdicts
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,6 +115,7 @@ class GateReport:
             "table": self.table,
             "policy": asdict(self.policy),
             "production_is_base": self.production_is_base,
+            "judge": self.judge,
             "models": {
                 "candidate": self.candidate.to_dict(),
                 "production": self.production.to_dict(),
@@ -218,16 +220,32 @@ def _verdict(
     return False, failed, summary
 
 
+class GateJudge(Protocol):
+    """The LLM judge's say: a check that counts, or None (not trusted), and its status."""
+
+    def __call__(
+        self, candidate: ModelScores, production: ModelScores
+    ) -> tuple[Check | None, dict[str, Any]]: ...
+
+
 def decide(
-    candidate: ModelScores, production: ModelScores, base: ModelScores, policy: GatePolicy
+    candidate: ModelScores,
+    production: ModelScores,
+    base: ModelScores,
+    policy: GatePolicy,
+    judge: GateJudge | None = None,
 ) -> GateReport:
-    """Ship only if not worse than production and base everywhere, and better where drifted."""
+    """Ship only if not worse than production and base everywhere, and better where drifted;
+    with a trusted ``judge``, also only if the judge does not prefer production."""
     _require_same_golden_set(candidate, (production, base))
     _require_known_names(candidate, policy)
     production_is_base, baselines = _baselines(production, base)
     checks = _not_worse_checks(candidate, baselines, policy)
     improvements = _improvement_checks(candidate, production, baselines[0][0], policy)
     checks.extend(improvements)
+    judge_check, judge_status = judge(candidate, production) if judge else (None, {})
+    if judge_check is not None:
+        checks.append(judge_check)
     passed, reasons, summary = _verdict(checks, improvements, baselines, policy)
     return GateReport(
         passed=passed,
@@ -240,6 +258,7 @@ def decide(
         base=base,
         production_is_base=production_is_base,
         summary=summary,
+        judge=judge_status,
     )
 
 
@@ -273,6 +292,7 @@ def run_gate(
     max_tokens: int = 64,
     concurrency: int = 8,
     retry: RetryPolicy | None = None,
+    judge: GateJudge | None = None,
 ) -> GateReport:
     """Evaluate each distinct model once (production may be the base) and decide."""
 
@@ -283,4 +303,4 @@ def run_gate(
 
     prod = evaluate(production)
     base_scores = prod if base == production else evaluate(base)
-    return decide(evaluate(candidate), prod, base_scores, policy)
+    return decide(evaluate(candidate), prod, base_scores, policy, judge)

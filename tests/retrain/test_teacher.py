@@ -1,6 +1,6 @@
 """The teacher against a real scripted OpenAI-compatible server and a real DuckDB file.
 
-Drifted prompts come from a drift evaluation's grown clusters (as the drift job records them);
+Drifted prompts come from a drift evaluation's drifted prompts (as the drift job records them);
 answers that break the house format or a rule are filtered and counted; errors, timeouts and a
 spent budget are counted; a run left with too few labels is suppressed, with the reason.
 """
@@ -53,7 +53,7 @@ def server() -> Iterator[ScriptedJudge]:
 
 
 def drifted_evaluation(store: Store, prompts: list[str]) -> int:
-    """Capture ``prompts`` and record a drift evaluation whose grown clusters hold them."""
+    """Capture ``prompts`` and record a drift evaluation whose drifted prompts are them."""
     ids = []
     for i, prompt in enumerate(prompts):
         request_id = f"req{i:04d}"
@@ -65,7 +65,7 @@ def drifted_evaluation(store: Store, prompts: list[str]) -> int:
             [request_id, NOW - timedelta(seconds=len(prompts) - i), prompt],
         )
     for signal, details in (
-        ("prompt_embedding", {"grown_request_ids": ids}),
+        ("prompt_embedding", {"drifted_request_ids": ids}),
         ("combined", {"family": ["prompt_embedding"]}),
     ):
         store.execute(
@@ -123,7 +123,12 @@ def test_labels_drifted_prompts_keeping_only_answers_that_pass_every_check(store
         "SELECT outcome, count(*), sum(prompt_tokens + completion_tokens) FROM teacher_calls"
         " WHERE run_id = 'run1' GROUP BY outcome ORDER BY outcome"
     )
-    assert rows == [("accepted", 3, 396), ("empty", 1, 132), ("format", 1, 132), ("refusal", 1, 132)]
+    assert rows == [
+        ("accepted", 3, 396),
+        ("empty", 1, 132),
+        ("format", 1, 132),
+        ("refusal", 1, 132),
+    ]
     assert labels.tokens == 6 * 132
     assert "accepted 3 (50%)" in labels.note()
 
