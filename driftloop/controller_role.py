@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from driftloop.api.app import create_api
 from driftloop.api.fleet_routes import FleetMembers, fleet_router
 from driftloop.api.guard import ApiGuard
+from driftloop.api.judge_routes import judge_router
 from driftloop.api.loop_routes import loop_router
 from driftloop.api.routing_log import RoutingLog
 from driftloop.api.server import ApiServer, ApiServerError
@@ -128,6 +129,7 @@ def controller_api(cfg: Config, parts: Controller) -> ApiGuard:
     if parts.retrain is not None:
         control = LoopControl(parts.retrain.loop)
         routers.append(loop_router(control, lambda: set(cfg.aliases), redactor(cfg)))
+        routers.append(judge_router(parts.retrain.calibrator))
     return create_api(
         api_token(cfg),
         parts.store,

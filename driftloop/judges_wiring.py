@@ -1,6 +1,9 @@
-"""Builds the judges from configuration: the rubric LLM judge, rule judges, budget, anchors."""
+"""Builds the judges from configuration: the rubric LLM judge, rule judges, budget, anchors,
+and the calibration the service records for the gate."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -8,8 +11,10 @@ from driftloop.config import Config
 from driftloop.scheduling import Job
 from judges.anchors import AnchorJob
 from judges.budget import DailyBudget, spent_in_store
+from judges.calibration import calibrate
+from judges.calibration_records import record_calibration, recorded_calibrations
 from judges.client import Endpoint
-from judges.examples import ANCHOR_SET, load_examples, set_version
+from judges.examples import ANCHOR_SET, CALIBRATION_SET, load_examples, set_version
 from judges.job import JudgeJob, JudgeSettings
 from judges.llm import RubricJudge
 from judges.metrics import JudgeMetrics
@@ -85,3 +90,32 @@ def judge_jobs(
         Job("judge", job.run, judges_cfg.interval_s),
         Job("judge-anchors", anchors.run, judges_cfg.anchor_interval_s),
     ]
+
+
+class Calibrator:
+    """``judges calibrate`` inside the service, recorded so the gate can trust the judge."""
+
+    def __init__(
+        self, cfg: Config, store: Store, upstream_url: str, upstream_api_key: str | None
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.judge = rubric_judge(cfg, upstream_url, upstream_api_key)
+
+    def run(self, limit: int | None = None) -> dict[str, Any]:
+        """Judge the labelled set (its first ``limit`` items), record and return the report."""
+        path = self.cfg.judges.calibration_set or CALIBRATION_SET
+        examples = load_examples(path)
+        report = calibrate(
+            self.judge,
+            examples[:limit] if limit else examples,
+            min_kappa=self.cfg.judges.calibration_min_kappa,
+            min_parsed=self.cfg.judges.calibration_min_parsed,
+            concurrency=self.cfg.judges.concurrency,
+        )
+        labelled_set = set_version(path)
+        record_calibration(self.store, report, labelled_set)
+        return {**report.to_dict(), "labelled_set": labelled_set, "summary": report.summary()}
+
+    def history(self, limit: int) -> list[dict[str, Any]]:
+        return recorded_calibrations(self.store, limit)

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from driftloop.config import Config, ConfigError
 from driftloop.config.loop import read_few_shot
-from driftloop.judges_wiring import rubric_judge
+from driftloop.judges_wiring import Calibrator, rubric_judge
 from driftloop.sidecar_role import store_access
 from judges.budget import DailyBudget
 from judges.client import Endpoint, RetryPolicy
@@ -75,6 +75,7 @@ class FleetDeployment:
 class RetrainParts:
     loop: RetrainLoop
     admin: VLLMAdmin
+    calibrator: Calibrator  # records the judge's calibration the gate trusts (or not)
 
     def close(self) -> None:
         self.admin.close()
@@ -149,7 +150,7 @@ def build_retrain(
     if r.seed_dataset is not None:
         for alias in retrain_aliases():
             loop.register_seed_dataset(alias, r.seed_dataset)
-    return RetrainParts(loop, admin)
+    return RetrainParts(loop, admin, Calibrator(cfg, store, upstream_url, upstream_api_key))
 
 
 def _loop_settings(cfg: Config, work: Path, golden: dict[str, GoldenSet]) -> LoopSettings:

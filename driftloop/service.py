@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from driftloop.api.app import create_api
 from driftloop.api.guard import ApiGuard
+from driftloop.api.judge_routes import judge_router
 from driftloop.api.loop_routes import loop_router
 from driftloop.api.server import ApiServer, ApiServerError
 from driftloop.config import Config, check_api_token
@@ -291,6 +292,7 @@ def control_api(cfg: Config, parts: Components) -> ApiGuard:
     if parts.retrain is not None:
         control = LoopControl(parts.retrain.loop)
         routers.append(loop_router(control, lambda: set(cfg.aliases), redactor(cfg)))
+        routers.append(judge_router(parts.retrain.calibrator))
     return create_api(
         api_token(cfg),
         parts.store,

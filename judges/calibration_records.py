@@ -83,3 +83,13 @@ def judge_trust(
             c,
         )
     return Trust(True, f"used: {who} {measured} ({when})", c)
+
+
+def recorded_calibrations(store: Store, limit: int) -> list[dict[str, Any]]:
+    """Calibrations on record, newest first."""
+    return store.records(
+        "SELECT id, created_at, judge, judge_model, rubric_version, labelled_set, n_items,"
+        " parsed, exact, kappa, min_kappa, min_parsed, flagged FROM judge_calibrations"
+        " ORDER BY created_at DESC, id DESC LIMIT ?",
+        [limit],
+    )
