@@ -3,6 +3,9 @@ and the calibration the service records for the gate."""
 
 from __future__ import annotations
 
+import logging
+import threading
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -23,6 +26,8 @@ from judges.rubric import load_rubric
 from judges.runner import Runner
 from monitor.aliases import AliasTable
 from monitor.store import Store
+
+log = logging.getLogger(__name__)
 
 
 def rubric_judge(
@@ -92,8 +97,16 @@ def judge_jobs(
     ]
 
 
+class CalibrationRunning(RuntimeError):
+    """A calibration is already under way: one at a time, since each asks the judge ~80 times."""
+
+
 class Calibrator:
-    """``judges calibrate`` inside the service, recorded so the gate can trust the judge."""
+    """``judges calibrate`` inside the service, recorded so the gate can trust the judge.
+
+    A calibration takes minutes on a CPU, so the API starts it in a background thread
+    (``start``) and reports its progress (``state``); ``run`` is the same work, blocking.
+    """
 
     def __init__(
         self, cfg: Config, store: Store, upstream_url: str, upstream_api_key: str | None
@@ -101,6 +114,9 @@ class Calibrator:
         self.cfg = cfg
         self.store = store
         self.judge = rubric_judge(cfg, upstream_url, upstream_api_key)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._state: dict[str, Any] = {"running": False}
 
     def run(self, limit: int | None = None) -> dict[str, Any]:
         """Judge the labelled set (its first ``limit`` items), record and return the report."""
@@ -117,5 +133,44 @@ class Calibrator:
         record_calibration(self.store, report, labelled_set)
         return {**report.to_dict(), "labelled_set": labelled_set, "summary": report.summary()}
 
+    def start(self, limit: int | None = None) -> dict[str, Any]:
+        """Start ``run`` in the background; raises CalibrationRunning while one is under way."""
+        with self._lock:
+            if self._state["running"]:
+                raise CalibrationRunning(
+                    f"a calibration is already running (started {self._state['started_at']})"
+                )
+            self._state = {"running": True, "limit": limit, "started_at": _now()}
+            self._thread = threading.Thread(
+                target=self._run_in_background, args=(limit,), name="judge-calibration", daemon=True
+            )
+            self._thread.start()
+            return dict(self._state)
+
+    def state(self) -> dict[str, Any]:
+        """The running calibration, or the last one's outcome (its summary or its error)."""
+        with self._lock:
+            return dict(self._state)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Wait a little for a running calibration; a daemon thread, it never holds up exit."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run_in_background(self, limit: int | None) -> None:
+        outcome: dict[str, Any]
+        try:
+            report = self.run(limit)
+            outcome = {"summary": report["summary"], "kappa": report["kappa"]}
+        except Exception as exc:  # an unreachable judge or a bad set: reported, not raised
+            log.warning("judge calibration failed: %s", exc)
+            outcome = {"error": f"{type(exc).__name__}: {exc}"}
+        with self._lock:
+            self._state = {**self._state, **outcome, "running": False, "finished_at": _now()}
+
     def history(self, limit: int) -> list[dict[str, Any]]:
         return recorded_calibrations(self.store, limit)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

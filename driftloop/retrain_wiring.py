@@ -78,6 +78,7 @@ class RetrainParts:
     calibrator: Calibrator  # records the judge's calibration the gate trusts (or not)
 
     def close(self) -> None:
+        self.calibrator.close()  # before the store closes under it
         self.admin.close()
 
 

@@ -24,6 +24,9 @@ from typing import Any, TypeVar
 
 import openai
 
+# Own generator: retry jitter never moves the global `random` state (seeded code, hypothesis).
+_JITTER = random.Random()
+
 RETRYABLE_STATUS = frozenset({408, 429})
 T = TypeVar("T")
 
@@ -75,7 +78,7 @@ def call_with_retries(
     *,
     base_url: str = "",
     sleep: Callable[[float], None] = time.sleep,
-    jitter: Callable[[], float] = random.random,
+    jitter: Callable[[], float] = _JITTER.random,
 ) -> T:
     """Run a blocking SDK call under ``policy``; the last error is re-raised as the SDK raised it.
 
@@ -154,7 +157,7 @@ class ChatClient:
         endpoint: Endpoint,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        jitter: Callable[[], float] = random.random,
+        jitter: Callable[[], float] = _JITTER.random,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.endpoint = endpoint

@@ -13,6 +13,9 @@ import random
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 
+# Own generator: sampling never moves the global `random` state others may have seeded.
+_RNG = random.Random()
+
 CAPTURE_HEADER = "x-driftloop-capture"
 LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 
@@ -39,7 +42,7 @@ class Sampler:
         self,
         default_rate: float,
         rates: Mapping[str, float] | None = None,
-        rng: Callable[[], float] = random.random,
+        rng: Callable[[], float] = _RNG.random,
     ) -> None:
         self._default_rate = default_rate
         self._rates = dict(rates or {})

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop.judges_wiring import Calibrator
+from driftloop.judges_wiring import CalibrationRunning, Calibrator
 
 
 class CalibrateRequest(BaseModel):
@@ -22,13 +22,19 @@ class CalibrateRequest(BaseModel):
 def judge_router(calibrator: Calibrator) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
 
-    @router.post("/judges/calibrate")
+    @router.post("/judges/calibrate", status_code=202)
     def calibrate(body: CalibrateRequest, request: Request) -> dict[str, Any]:
-        """Run the configured judge over its labelled set (minutes on a CPU), record, report."""
+        """Start judging the labelled set (minutes on a CPU); GET /judges/calibration follows it."""
         request.state.audit = {"limit": body.limit}
-        report = calibrator.run(body.limit)
-        request.state.audit = {"limit": body.limit, "kappa": report["kappa"]}
-        return report
+        try:
+            return calibrator.start(body.limit)
+        except CalibrationRunning as exc:
+            raise HTTPException(409, str(exc)) from exc
+
+    @router.get("/judges/calibration")
+    def calibration_state() -> dict[str, Any]:
+        """The running calibration, or the last one's summary or error since the service started."""
+        return calibrator.state()
 
     @router.get("/judges/calibrations")
     def calibrations(
