@@ -62,7 +62,8 @@ def main() -> None:
         loop = parts.retrain.loop
         for i, e in enumerate(house_format_feedback()):
             parts.store.execute(
-                "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, NULL, 'benchmark')",
+                "INSERT INTO feedback (id, received_at, model_alias, prompt, answer, request_id, actor)"
+                " VALUES (?, ?, ?, ?, ?, NULL, 'benchmark')",
                 [f"f{i}", datetime.now(UTC), ALIAS, e.prompt, e.answer],
             )
         decision = TriggerDecision(Trigger.MANUAL, TriggerVerdict.TRIGGERED, "benchmark")

@@ -162,6 +162,18 @@ def loop_dashboard() -> dash.Dashboard:
                 ],
             )
         )
+        .with_panel(
+            series(
+                "Training progress",
+                "The running (or last) training of each alias: its step, loss and steps/s as the"
+                " trainer reports them (local subprocess or Ray task alike).",
+                [
+                    Query(f"driftloop_training_step{m}", "{{model}} step"),
+                    Query(f"driftloop_training_loss{m}", "{{model}} loss"),
+                    Query(f"driftloop_training_steps_per_second{m}", "{{model}} steps/s"),
+                ],
+            )
+        )
         .with_row(dash.Row("Runs"))
         .with_panel(
             series(

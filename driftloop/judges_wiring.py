@@ -161,7 +161,7 @@ class Calibrator:
         outcome: dict[str, Any]
         try:
             report = self.run(limit)
-            outcome = {"summary": report["summary"], "kappa": report["kappa"]}
+            outcome = {k: report[k] for k in ("summary", "kappa", "flagged", "labelled_set")}
         except Exception as exc:  # an unreachable judge or a bad set: reported, not raised
             log.warning("judge calibration failed: %s", exc)
             outcome = {"error": f"{type(exc).__name__}: {exc}"}

@@ -9,6 +9,7 @@ places them on every replica and switches the routing table the sidecars follow.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +33,7 @@ from retrain.cost import ComputePrices
 from retrain.data.dataset import DatasetSettings
 from retrain.data.files import Dataset, load_dataset
 from retrain.data.sources import count_examples
-from retrain.data.teacher import Teacher, TeacherSettings, teacher_spent
+from retrain.data.teacher import Teacher, TeacherJudge, TeacherSettings, teacher_spent
 from retrain.gate.gate import GateJudge, GatePolicy, run_gate
 from retrain.gate.golden import (
     LIVE_SLICE,
@@ -43,7 +44,7 @@ from retrain.gate.golden import (
 )
 from retrain.gate.judge import CalibratedJudge
 from retrain.gate.report import write_report
-from retrain.loop import GateOutcome, LoopSettings, RetrainLoop, TrainedAdapter
+from retrain.loop import GateOutcome, LoopSettings, RetrainLoop, TooFewExamples, TrainedAdapter
 from retrain.metrics import LoopMetrics
 from retrain.serving.canary import CanaryRelease, CanarySettings
 from retrain.serving.deploy import AliasSwitch, Deployer, Placement, Route
@@ -133,7 +134,9 @@ def build_retrain(
         triggers,
         metrics,
         settings,
-        trainer=subprocess_trainer(cfg, base_model_dir, work / "adapters", training_executor(cfg)),
+        trainer=subprocess_trainer(
+            cfg, base_model_dir, work / "adapters", training_executor(cfg), deployer.current
+        ),
         gate=GoldenGate(
             cfg,
             client,
@@ -226,7 +229,15 @@ def build_teacher(
         spent_on=teacher_spent(store, endpoint.model),
     )
     rules = [build_rule_judge(kind, params) for kind, params in t.rules.items()]
-    return Teacher(store, settings, rules, budget)
+    judge = None
+    if t.judge:
+        judge = TeacherJudge(
+            rubric_judge(cfg, upstream_url, upstream_api_key),
+            t.judge_min_score,
+            min_kappa=cfg.judges.calibration_min_kappa,
+            min_parsed=cfg.judges.calibration_min_parsed,
+        )
+    return Teacher(store, settings, rules, budget, judge=judge)
 
 
 def _triggers(
@@ -312,14 +323,20 @@ def training_executor(cfg: Config) -> Callable[..., TrainingResult]:
     return RayExecutor(r.ray_address, store, r.ray_num_cpus, r.ray_num_gpus, dict(r.ray_resources))
 
 
+def training_method(cfg: Config, alias: str) -> str:
+    methods = cfg.retrain.training_methods
+    return methods.get(alias) or methods.get("*") or "sft"
+
+
 def subprocess_trainer(
     cfg: Config,
     base_model_dir: Path,
     adapters_dir: Path,
     execute: Callable[..., TrainingResult] = run_training,
+    production: Callable[[str], Route] | None = None,
 ) -> Callable[..., TrainedAdapter]:
-    """LoRA SFT in a niced subprocess (``retrain.training.job``), here or on Ray, capped by the
-    config."""
+    """LoRA SFT or DPO in a niced subprocess (``retrain.training.job``), here or on Ray, capped
+    by the config. A DPO run's reference is what ``production`` says the alias serves."""
     r = cfg.retrain
     limits = TrainingLimits(
         max_learning_rate=r.max_learning_rate,
@@ -327,12 +344,29 @@ def subprocess_trainer(
         max_rank=cfg.vllm.max_lora_rank,
     )
 
-    def train(dataset: Dataset, on_progress: Callable[[str], None]) -> TrainedAdapter:
+    def train(
+        dataset: Dataset,
+        on_progress: Callable[[TrainingProgress], None],
+        cancel: threading.Event | None = None,
+    ) -> TrainedAdapter:
         if not (base_model_dir / "config.json").exists():
             raise FileNotFoundError(
                 f"base model folder {base_model_dir} has no config.json: run `driftloop model"
                 " prepare`, or set retrain.base_model_dir"
             )
+        alias = dataset.path.parent.name  # the loop writes an alias's datasets to <root>/<alias>
+        method = training_method(cfg, alias)
+        reference = None
+        if method == "dpo":
+            pairs = dataset.manifest.get("counts", {}).get("preference_pairs", {}).get("train", 0)
+            if not pairs:
+                raise TooFewExamples(
+                    f"retrain.training_methods says dpo for {alias}, and dataset {dataset.id}"
+                    " has no preference pairs (feedback with a rejected answer, or corrections"
+                    " of captured answers)"
+                )
+            served = production(alias).adapter if production is not None else None
+            reference = Path(served.path) if served is not None else None
         spec = TrainingSpec(
             base_model=base_model_dir,
             dataset=dataset.path,
@@ -344,14 +378,11 @@ def subprocess_trainer(
             batch_size=r.batch_size,
             time_limit_s=r.train_time_limit_s,
             threads=r.train_threads,
+            method=method,
+            dpo_beta=r.dpo_beta,
+            reference_adapter=reference,
         )
-
-        def progress(p: TrainingProgress) -> None:
-            rate = f", {p.steps_per_second:.2f} steps/s" if p.steps_per_second else ""
-            loss = f", loss {p.loss:.3f}" if p.loss is not None else ""
-            on_progress(f"training {p.phase}: step {p.step}/{p.max_steps}{loss}{rate}")
-
-        result = execute(spec, limits=limits, on_progress=progress)
+        result = execute(spec, limits=limits, on_progress=on_progress, cancel=cancel)
         return TrainedAdapter(
             result.adapter.id,
             result.adapter_path,

@@ -6,7 +6,7 @@ passes them to ``Store.open``. Versions are global, so a file written before the
 as it always did.
 
 >>> [m.version for m in MIGRATIONS]
-[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
 """
 
 from __future__ import annotations

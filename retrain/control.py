@@ -69,6 +69,10 @@ class LoopControl:
             ).start()
         return decision
 
+    def cancel_run(self, run_id: str, *, actor: str, reason: str) -> str:
+        """Stop a run in progress (training is killed at once); returns its alias."""
+        return self._loop.cancel(run_id, actor, reason)
+
     def dry_run(self, alias: str) -> TriggerDecision:
         return self._loop.triggers.evaluate(alias, dry_run=True)
 
@@ -130,11 +134,24 @@ class LoopControl:
         )
 
     def add_feedback(
-        self, alias: str, prompt: str, answer: str, *, request_id: str | None, actor: str
+        self,
+        alias: str,
+        prompt: str,
+        answer: str,
+        *,
+        request_id: str | None,
+        actor: str,
+        rejected: str | None = None,
     ) -> str:
-        """Store an operator's correction (redacted by the caller); returns its id."""
+        """Store an operator's correction or preference pair (redacted by the caller)."""
         return add_feedback(
-            self._loop.store, alias, prompt, answer, request_id=request_id, actor=actor
+            self._loop.store,
+            alias,
+            prompt,
+            answer,
+            request_id=request_id,
+            actor=actor,
+            rejected=rejected,
         )
 
     def _adapter(self, adapter_id: str, alias: str | None = None) -> Adapter:

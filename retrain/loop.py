@@ -5,9 +5,11 @@ far it got), and every adapter it makes goes through the adapter registry's stat
 orchestrates; training and gating are passed in (``Trainer``, ``Gate``) so the composition root
 decides how they run (a subprocess with the real model, or the tiny model in benchmarks).
 
-A run ends in one of four ways: ``shipped`` (the gate passed and the alias now routes to the new
+A run ends in one of five ways: ``shipped`` (the gate passed and the alias now routes to the new
 version), ``rejected`` (the gate said no: production untouched), ``failed`` (an error, named),
-``suppressed`` (a teacher labelled the drifted prompts but too few labels passed its checks).
+``suppressed`` (a teacher labelled the drifted prompts but too few labels passed its checks),
+``cancelled`` (an operator stopped it: ``cancel``; training is killed at once, any other stage
+finishes first and no later one starts).
 With a canary configured a passing version ends its run as ``canary``: it serves a share of the
 traffic, and ``CanaryRelease.check`` on later ticks promotes it or rolls it back on live data
 (no new run starts for the alias meanwhile).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,11 +39,13 @@ from retrain.data.sources import training_examples
 from retrain.data.teacher import Teacher, TeacherLabels
 from retrain.gate.evaluations import record_evaluation
 from retrain.metrics import LoopMetrics, Stage
+from retrain.run_control import ActiveRuns, RunCancelled, TrainingWatch
 from retrain.runs import RunLog
 from retrain.serving.canary import CanaryRelease
 from retrain.serving.deploy import Deployer, Route
 from retrain.serving.guard import PostDeployGuard
 from retrain.switches import pinned_adapter
+from retrain.training.spec import TrainingCancelledError, TrainingProgress
 from retrain.triggers import RunLock, TriggerDecision, Triggers
 
 log = logging.getLogger(__name__)
@@ -65,7 +70,12 @@ class GateOutcome:
 
 
 class Trainer(Protocol):
-    def __call__(self, dataset: Dataset, on_progress: Callable[[str], None]) -> TrainedAdapter: ...
+    def __call__(
+        self,
+        dataset: Dataset,
+        on_progress: Callable[[TrainingProgress], None],
+        cancel: threading.Event,
+    ) -> TrainedAdapter: ...
 
 
 class Gate(Protocol):
@@ -136,6 +146,7 @@ class RetrainLoop:
         self.teacher = teacher
         self.clock = clock
         self.runs = RunLog(store, clock)
+        self.active = ActiveRuns()
 
     # --- entry points -------------------------------------------------------------------------
 
@@ -162,6 +173,10 @@ class RetrainLoop:
             return self._run_locked(alias, decision, actor)
         finally:
             lock.release()
+
+    def cancel(self, run_id: str, actor: str, reason: str) -> str:
+        """Stop a run in progress (``RunNotActiveError`` when it is not); returns its alias."""
+        return self.active.cancel(run_id, actor, reason)
 
     def reconcile(self, alias: str) -> Route:
         """After a (re)start: fail the runs it interrupted, then route the alias as registered."""
@@ -202,6 +217,7 @@ class RetrainLoop:
         self.triggers.record(alias, decision, run_id=result.run_id)
         self.metrics.running.labels(model=alias).set(1)
         log.info("retrain %s of %s started: %s", result.run_id, alias, decision.reason)
+        self.active.start(result.run_id, alias)
         try:
             labels = self._teacher_stage(result, alias, decision)
             dataset = self._dataset_stage(result, alias, labels)
@@ -236,9 +252,13 @@ class RetrainLoop:
             result.reason = f"{decision.reason}; suppressed: {exc}"
             self.runs.update(result.run_id, error=str(exc))
             return self._end(result, alias, "suppressed", None)
+        except RunCancelled as exc:
+            return self._cancelled(result, alias, exc)
         except Exception as exc:
             log.exception("retrain %s of %s failed", result.run_id, alias)
             return self._fail(result, alias, exc)
+        finally:
+            self.active.finish(result.run_id)
 
     def _teacher_stage(
         self, result: RunResult, alias: str, decision: TriggerDecision
@@ -269,8 +289,18 @@ class RetrainLoop:
         return dataset
 
     def _train_stage(self, result: RunResult, alias: str, dataset: Dataset) -> Adapter:
+        handle = self.active.get(result.run_id)
         with self._stage(result, Stage.TRAIN) as note:
-            trained = self.trainer(dataset, on_progress=lambda line: log.info("%s", line))
+            watch = TrainingWatch(
+                alias,
+                self.metrics,
+                result.timeline[-1],
+                lambda: self.runs.update(result.run_id, timeline=json.dumps(result.timeline)),
+            )
+            try:
+                trained = self.trainer(dataset, on_progress=watch, cancel=handle.cancelled)
+            except TrainingCancelledError as exc:
+                raise RunCancelled(f"cancelled by {handle.cancelled_by} ({exc})") from exc
             # kept on the result at once: a failure from here on marks this version failed
             result.adapter = self.adapters.register(
                 alias,
@@ -320,6 +350,17 @@ class RetrainLoop:
             note(f"{alias} now routes to {route.served_name}")
         return route.adapter
 
+    def _cancelled(self, result: RunResult, alias: str, exc: RunCancelled) -> RunResult:
+        """End a cancelled run: a version not yet past the gate fails; a staged one stays staged
+        (an operator may still promote it)."""
+        adapter = result.adapter and self.adapters.get(result.adapter.id)
+        if adapter is not None and adapter.status in (Status.TRAINING, Status.EVALUATING):
+            adapter = self.adapters.transition(  # trained, not yet gated: never loaded into vLLM
+                adapter.id, Status.FAILED, actor="loop", reason=str(exc)[:500]
+            )
+        self.runs.update(result.run_id, error=str(exc)[:2000])
+        return self._end(result, alias, "cancelled", adapter)
+
     def _fail(self, result: RunResult, alias: str, exc: Exception) -> RunResult:
         adapter = result.adapter
         if adapter is not None:
@@ -357,7 +398,9 @@ class RetrainLoop:
 
     @contextmanager
     def _stage(self, result: RunResult, stage: Stage) -> Iterator[Callable[[str], None]]:
-        """Time a stage, keep its notes, and write the timeline after it (crash-visible)."""
+        """Time a stage, keep its notes, and write the timeline after it (crash-visible). A
+        cancelled run starts no further stage."""
+        self.active.get(result.run_id).check()
         entry: dict[str, Any] = {"stage": stage.value, "started_at": self.clock().isoformat()}
         notes: list[str] = []
         result.timeline.append(entry)
@@ -367,6 +410,9 @@ class RetrainLoop:
             yield notes.append
         except TooFewExamples as exc:
             notes.append(f"suppressed: {exc}")
+            raise
+        except RunCancelled as exc:
+            notes.append(str(exc))
             raise
         except Exception as exc:
             notes.append(f"failed: {type(exc).__name__}: {exc}")

@@ -34,15 +34,33 @@ class LoopMetrics:
         )
         self.runs = Counter(
             "driftloop_retrain_runs_total",
-            "Finished retrain runs by outcome (shipped, rejected, failed, canary: serving a canary share,"
-            " suppressed: too few labels after the teacher); a run left in staging (pinned alias, auto_deploy off) counts as"
-            " shipped.",
+            "Finished retrain runs by outcome (shipped, rejected, failed, canary: serving a canary"
+            " share, suppressed: too few labels after the teacher, cancelled: by an operator); a"
+            " run left in staging (pinned alias, auto_deploy off) counts as shipped.",
             ["model", "outcome"],
             registry=registry,
         )
         self.running = Gauge(
             "driftloop_retrain_running",
             "1 while a retrain run for the model is in progress.",
+            ["model"],
+            registry=registry,
+        )
+        self.training_step = Gauge(
+            "driftloop_training_step",
+            "The training step the model's current (or last) run reached.",
+            ["model"],
+            registry=registry,
+        )
+        self.training_loss = Gauge(
+            "driftloop_training_loss",
+            "Training loss at the last step the trainer reported.",
+            ["model"],
+            registry=registry,
+        )
+        self.training_rate = Gauge(
+            "driftloop_training_steps_per_second",
+            "Training speed at the last step the trainer reported.",
             ["model"],
             registry=registry,
         )

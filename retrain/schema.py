@@ -165,4 +165,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        13,
+        "feedback_preferences",
+        """
+        -- A preference pair: the answer the operator does not want beside the one it does.
+        -- NULL with a request_id: the captured answer of that exchange is the rejected one.
+        ALTER TABLE feedback ADD COLUMN rejected VARCHAR;
+        """,
+    ),
 )

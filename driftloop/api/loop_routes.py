@@ -11,12 +11,13 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from driftloop.api.auth import OPERATOR
 from monitor.vllm_admin import VLLMAdminError
 from retrain.adapter_registry import AdapterRegistryError
 from retrain.control import LoopControl, UnknownAdapterError
+from retrain.run_control import RunNotActiveError
 from retrain.serving.fleet import RolloutError
 
 # Letters, digits, '.', '_', '-', never two dots in a row (no traversal): the registry's own rule
@@ -27,6 +28,9 @@ NAME_MAX = 64
 PLACEMENT_ERRORS = (AdapterRegistryError, RolloutError, VLLMAdminError)
 Alias = Annotated[
     str, Path(pattern=NAME_PATTERN, max_length=NAME_MAX, description="public model alias")
+]
+RunId = Annotated[
+    str, Path(pattern=NAME_PATTERN, max_length=NAME_MAX, description="retrain run id")
 ]
 AdapterId = Annotated[
     str, Path(pattern=NAME_PATTERN, max_length=NAME_MAX, description="adapter id")
@@ -56,8 +60,21 @@ class PinRequest(Reason):
 class Feedback(_Body):
     model: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX)
     prompt: str = Field(min_length=1, max_length=20_000)
-    answer: str = Field(min_length=1, max_length=20_000)
+    answer: str = Field(min_length=1, max_length=20_000, description="the wanted answer")
+    rejected: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=20_000,
+        description="the unwanted answer (a preference pair); with request_id alone, the"
+        " captured answer is the rejected one",
+    )
     request_id: str | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="after")
+    def _a_pair_differs(self) -> Feedback:
+        if self.rejected is not None and self.rejected.strip() == self.answer.strip():
+            raise ValueError("rejected is the same answer as answer")
+        return self
 
 
 def loop_router(
@@ -109,6 +126,17 @@ def loop_router(
         if not decision.should_run:
             raise HTTPException(409, decision.reason)
         return {"accepted": True, "model": alias, "reason": decision.reason}
+
+    @router.post("/retrain/runs/{run_id}/cancel", status_code=202)
+    def cancel_run(run_id: RunId, body: Reason, request: Request) -> dict[str, Any]:
+        """Stop a run in progress: training is killed at once, any other stage finishes first
+        and no later one starts; the run ends ``cancelled``."""
+        audited(request, run=run_id, reason=body.reason)
+        try:
+            alias = control.cancel_run(run_id, actor=OPERATOR, reason=body.reason)
+        except RunNotActiveError as exc:
+            raise HTTPException(409, f"{exc}; GET /api/v1/retrain/runs shows how it ended") from exc
+        return {"run": run_id, "model": alias, "cancelling": True}
 
     @router.post("/retrain/dry-run")
     def dry_run(body: DryRunRequest, request: Request) -> dict[str, Any]:
@@ -236,16 +264,20 @@ def loop_router(
 
     @router.post("/feedback", status_code=201)
     def feedback(body: Feedback, request: Request) -> dict[str, Any]:
-        """An operator's corrected answer for a prompt: training data for the next run."""
+        """A corrected answer for a prompt, or a preference pair: data for the next run."""
         alias = alias_known(body.model)
         audited(request, model=alias, request_id=body.request_id)
-        feedback_id = control.add_feedback(
-            alias,
-            redact(body.prompt),
-            redact(body.answer),
-            request_id=body.request_id,
-            actor=OPERATOR,
-        )
+        try:
+            feedback_id = control.add_feedback(
+                alias,
+                redact(body.prompt),
+                redact(body.answer),
+                request_id=body.request_id,
+                actor=OPERATOR,
+                rejected=None if body.rejected is None else redact(body.rejected),
+            )
+        except ValueError as exc:  # two answers that differ only in redacted PII are one
+            raise HTTPException(422, f"rejected: {exc} once PII is redacted") from None
         audited(request, model=alias, feedback_id=feedback_id, request_id=body.request_id)
         return {"id": feedback_id, "model": alias}
 

@@ -74,6 +74,15 @@ def register(cli: click.Group, config_option: Any, load: Any) -> None:
         """Start a retrain now (manual trigger)."""
         show(call(load(config_path), "POST", "/retrain", {"model": model, "reason": reason}))
 
+    @retrain_group.command("cancel")
+    @config_option
+    @click.argument("run_id")
+    @REASON
+    def cancel(config_path: Path | None, run_id: str, reason: str) -> None:
+        """Stop a run in progress (training is killed at once)."""
+        path = f"/retrain/runs/{urllib.parse.quote(run_id)}/cancel"
+        show(call(load(config_path), "POST", path, {"reason": reason}))
+
     @retrain_group.command("dry-run")
     @config_option
     @MODEL

@@ -235,14 +235,28 @@ def judges_group() -> None:
 )
 @click.option("--limit", type=click.IntRange(1, 100_000), default=None, help="First N items only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (and every item) as JSON.")
+@click.option(
+    "--record",
+    is_flag=True,
+    help="Run it in the running service instead, which records it (the gate and the teacher"
+    " trust the judge only on a recorded calibration); uses judges.calibration_set.",
+)
 def judges_calibrate(
-    config_path: Path | None, set_path: Path | None, limit: int | None, as_json: bool
+    config_path: Path | None,
+    set_path: Path | None,
+    limit: int | None,
+    as_json: bool,
+    record: bool,
 ) -> None:
     """Run the configured LLM judge over a labelled set: agreement, weighted kappa, flag if below the bar.
 
     Exits with status 1 when the judge is flagged. The judge is called directly (not through the
-    sidecar, so nothing is captured) and its tokens do not count against the service's budget.
+    sidecar, so nothing is captured) and its tokens do not count against the service's budget;
+    nothing is recorded unless ``--record`` has the running service do it.
     """
+    if record:
+        _calibrate_recorded(_load(config_path), set_path, limit, as_json)
+        return
     from driftloop.judges_wiring import rubric_judge
     from driftloop.upstream import upstream_api_key
     from judges.calibration import calibrate
@@ -275,6 +289,29 @@ def judges_calibrate(
         click.echo(f"outcomes: {report.outcomes}")
         click.echo(report.summary())
     if report.flagged:
+        raise SystemExit(1)
+
+
+def _calibrate_recorded(
+    cfg: Config, set_path: Path | None, limit: int | None, as_json: bool
+) -> None:
+    from driftloop.cli.judges import calibrate_in_service
+
+    if set_path is not None:
+        raise click.UsageError(
+            "--record calibrates on the service's judges.calibration_set; drop --set"
+        )
+    try:
+        with ControlClient.for_config(cfg) as client:
+            state = calibrate_in_service(
+                client, limit, progress=lambda line: click.echo(line, err=True)
+            )
+    except (ServiceUnreachableError, ControlApiError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if "error" in state:
+        raise click.ClickException(f"the service's calibration failed: {state['error']}")
+    click.echo(json.dumps(state) if as_json else f"recorded: {state['summary']}")
+    if state["flagged"]:
         raise SystemExit(1)
 
 

@@ -3,7 +3,7 @@ checks shared by several sections, and error messages of one line per problem.
 
 Section and field names are matched case-insensitively (environment variables are upper case by
 convention), but the keys of dict-valued settings (``aliases``, ``capture.sample_rates``,
-``judges.rules``, ``retrain.golden_sets``) keep their case: they are model names. The target
+``judges.rules``, ``retrain.golden_sets``, ``retrain.training_methods``) keep their case: they are model names. The target
 field's type decides how a value is read: string and path fields take it verbatim (``123`` stays
 the string ``"123"``), every other field parses it as JSON and falls back to the raw text, which
 validation then judges.

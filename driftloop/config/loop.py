@@ -197,6 +197,13 @@ class TeacherConfig(Section):
         default_factory=_default_rules,
         description="Rule judges a teacher answer must pass: kind -> parameters (refusal, empty, json_valid, regex, length).",
     )
+    judge: bool = Field(
+        False,
+        description="Also require the configured LLM judge (judges.*) to score each answer >= teacher.judge_min_score; asked only while its calibration on record meets judges.calibration_min_kappa / _min_parsed.",
+    )
+    judge_min_score: float = Field(
+        4.0, ge=1, le=5, description="Lowest LLM-judge score (1-5) a teacher answer may keep."
+    )
     max_tokens: int = Field(128, ge=1, description="Longest answer the teacher may write.")
     concurrency: int = Field(4, ge=1, description="Teacher calls in flight at once.")
     timeout_s: float = Field(60.0, gt=0, description="Time allowed for one teacher call attempt.")
@@ -299,6 +306,13 @@ def read_few_shot(path: Path) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+TrainingMethod = Literal["sft", "dpo"]
+
+
+def _sft_everywhere() -> dict[str, TrainingMethod]:
+    return {"*": "sft"}
+
+
 class RetrainConfig(Section):
     enabled: bool = Field(
         True, description="Evaluate retrain triggers on a schedule and run the loop when they trip."
@@ -341,6 +355,14 @@ class RetrainConfig(Section):
     )
     base_model_dir: Path | None = Field(
         None, description="Base model the adapters train on; empty means the served model's folder."
+    )
+    training_methods: dict[str, TrainingMethod] = Field(
+        default_factory=_sft_everywhere,
+        description="Model alias (or *) -> how it trains: sft (on the wanted answers) or dpo (TRL's"
+        " DPOTrainer on the preference pairs, reference = the production model).",
+    )
+    dpo_beta: float = Field(
+        0.1, gt=0, le=10, description="DPO's beta: how far a dpo run may move from its reference."
     )
     lora_rank: int = Field(8, ge=1, description="LoRA rank of new adapters.")
     lora_alpha: int = Field(16, ge=1, description="LoRA alpha of new adapters.")

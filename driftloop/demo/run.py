@@ -115,7 +115,7 @@ def _service_env(
         "DRIFTLOOP__RETRAIN__VOLUME_EXAMPLES": "null",
         "DRIFTLOOP__RETRAIN__SEED_DATASET": str(write_seed_dataset(work / "seed-dataset.jsonl")),
         "DRIFTLOOP__RETRAIN__DRIFTED_CATEGORIES": '["tech_support"]',
-        "DRIFTLOOP__RETRAIN__REPLAY_SHARE": "0.5",
+        "DRIFTLOOP__RETRAIN__REPLAY_SHARE": "0.67",
         "DRIFTLOOP__RETRAIN__LEARNING_RATE": "1e-3",
         "DRIFTLOOP__RETRAIN__MAX_STEPS": "40",
         "DRIFTLOOP__RETRAIN__BATCH_SIZE": "8",

@@ -187,7 +187,9 @@ def _load_replay_pool(root: Path, parents: Sequence[str]) -> list[Example]:
                 example = parse_example(number, record)
             except DatasetError as exc:
                 raise DatasetError(f"dataset {parent}, {TRAIN_FILE}: {exc}") from None
-            pool.append(Example(example.messages, example.source, example.ref, parent))
+            pool.append(
+                Example(example.messages, example.source, example.ref, parent, example.rejected)
+            )
     return pool
 
 
@@ -370,6 +372,11 @@ def build_dataset(
             "train": {**_counts(new_train), "replay": len(replay.examples)},
             "validation": _counts(validation),
             "live_slice": _counts(live),
+            # examples that also carry a rejected answer: what a DPO run trains on
+            "preference_pairs": {
+                "train": sum(e.rejected is not None for e in train),
+                "validation": sum(e.rejected is not None for e in validation),
+            },
         },
         "removed": {reason: removed.get(reason, 0) for reason in REMOVAL_REASONS},
         "pii_replaced": {kind: pii.get(kind, 0) for kind in KINDS},

@@ -1,7 +1,8 @@
 """One chat example of a training set: parsed and checked from an input record, PII-scrubbed.
 
-An input record is ``{"messages": [{"role", "content"}, ...], "source", "ref"}``; parsing names
-the record and the problem when it is malformed (``DatasetError``).
+An input record is ``{"messages": [{"role", "content"}, ...], "source", "ref"}``, and for a
+preference pair also ``"rejected"``: the answer not wanted in place of the last assistant turn.
+Parsing names the record and the problem when it is malformed (``DatasetError``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Example:
     source: str
     ref: str | int | None
     replay_from: str | None = None
+    rejected: str | None = None  # the unwanted answer: a preference pair (DPO)
     key: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -43,12 +45,15 @@ class Example:
         return [content for role, content in self.messages if role == "user"]
 
     def record(self) -> dict[str, Any]:
-        return {
+        record = {
             "messages": [{"role": role, "content": content} for role, content in self.messages],
             "source": self.source,
             "ref": self.ref,
             "replay_from": self.replay_from,
         }
+        if self.rejected is not None:  # absent, not null: a dataset without pairs hashes as before
+            record["rejected"] = self.rejected
+        return record
 
 
 def parse_example(index: int, raw: object) -> Example:
@@ -81,7 +86,10 @@ def parse_example(index: int, raw: object) -> Example:
         raise DatasetError(f"{where}: the last message must be the assistant's answer")
     if not any(role == "user" for role, _ in parsed):
         raise DatasetError(f"{where}: there is no user message")
-    return Example(tuple(parsed), source, ref)
+    rejected = raw.get("rejected")
+    if rejected is not None and (not isinstance(rejected, str) or not rejected.strip()):
+        raise DatasetError(f"{where}: rejected must be a non-empty string")
+    return Example(tuple(parsed), source, ref, rejected=rejected)
 
 
 def scrub_example(example: Example, regions: Sequence[str], pii: Counter[str]) -> Example:
@@ -91,4 +99,9 @@ def scrub_example(example: Example, regions: Sequence[str], pii: Counter[str]) -
         result = scrub_text(content, phone_regions=regions)
         pii.update(result.counts)
         messages.append((role, result.text))
-    return Example(tuple(messages), example.source, example.ref, example.replay_from)
+    rejected = example.rejected
+    if rejected is not None:
+        result = scrub_text(rejected, phone_regions=regions)
+        pii.update(result.counts)
+        rejected = result.text
+    return Example(tuple(messages), example.source, example.ref, example.replay_from, rejected)

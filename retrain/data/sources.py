@@ -1,5 +1,8 @@
 """Where training examples come from: operator feedback first, then traffic the judges passed.
 
+A record is a conversation ending in the wanted answer; a preference pair also carries
+``rejected``, the answer not wanted (SFT trains on the wanted one, DPO on the pair).
+
 Reads only: ``feedback`` (retrain's), ``requests`` (monitor's) and ``judgments`` (the judges').
 """
 
@@ -24,8 +27,12 @@ def training_examples(
     store: Store, alias: str, judged_min_score: float, limit: int
 ) -> list[dict[str, Any]]:
     """Operator feedback (newest first), then captured answers the judges scored highly."""
+    # A correction of a captured exchange is a preference pair: its captured answer is rejected.
     feedback = store.query(
-        f"SELECT id, prompt, answer {FEEDBACK_ROWS} ORDER BY received_at DESC LIMIT ?",
+        "SELECT f.id, f.prompt, f.answer, coalesce(f.rejected, ("
+        "   SELECT nullif(r.response_text, '') FROM requests r"
+        "   WHERE r.request_id = f.request_id AND r.model_alias = f.model_alias LIMIT 1))"
+        " FROM feedback f WHERE f.model_alias = ? ORDER BY f.received_at DESC LIMIT ?",
         [alias, limit],
     )
     judged = store.query(
@@ -34,17 +41,32 @@ def training_examples(
         [alias, judged_min_score, max(0, limit - len(feedback))],
     )
     return [
-        {
-            "messages": [
-                {"role": "user", "content": prompt},
-                {"role": "assistant", "content": answer},
-            ],
-            "source": source,
-            "ref": ref,
-        }
-        for source, rows in (("feedback", feedback), ("judged", judged))
-        for ref, prompt, answer in rows
+        *(example("feedback", *row) for row in feedback),
+        *(example("judged", *row) for row in judged),
     ]
+
+
+def example(
+    source: str, ref: str, prompt: str, answer: str, rejected: str | None = None
+) -> dict[str, Any]:
+    """One dataset record; ``rejected`` (an answer not wanted) makes it a preference pair.
+
+    >>> example("feedback", "f1", "Hi?", "HelpDesk: hello.", "hello")["rejected"]
+    'hello'
+    >>> "rejected" in example("feedback", "f1", "Hi?", "same", " same ")
+    False
+    """
+    record: dict[str, Any] = {
+        "messages": [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": answer},
+        ],
+        "source": source,
+        "ref": ref,
+    }
+    if rejected is not None and rejected.strip() and rejected.strip() != answer.strip():
+        record["rejected"] = rejected
+    return record
 
 
 def count_examples(store: Store, alias: str, judged_min_score: float) -> int:

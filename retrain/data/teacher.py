@@ -7,7 +7,9 @@ it is the served base model itself: the adapter then learns to behave as the pro
 without the prompt (context distillation); a stronger endpoint is one config change.
 
 Every answer passes the same checks before it becomes a ``teacher`` example: the rule judges
-(refusal, empty, length, ...), then the house format (``format_pattern``). Every call is a
+(refusal, empty, length, ...), the house format (``format_pattern``) and, when configured, the
+LLM judge (``TeacherJudge``), which is asked only while its calibration on record meets the bar:
+an untrusted judge would filter on noise, so the run then says "not used" and why. Every call is a
 ``teacher_calls`` row (tokens, attempts, seconds, outcome, reason), which is also where the daily
 budget is read back from after a restart. Writes only ``teacher_calls``.
 """
@@ -15,6 +17,7 @@ budget is read back from after a restart. Writes only ``teacher_calls``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -26,7 +29,9 @@ from datetime import time as day_start
 from typing import Any
 
 from judges.budget import DailyBudget, Spent
+from judges.calibration_records import judge_trust
 from judges.client import ChatCallError, ChatClient, Endpoint
+from judges.llm import RubricJudge
 from judges.plugins import Judge
 from judges.verdict import SCALE_MAX
 from monitor.store import Store
@@ -35,6 +40,7 @@ from retrain.data.dedupe import normalise
 ACCEPTED = "accepted"
 BUDGET = "budget"  # not asked: the day's budget was spent
 FORMAT = "format"
+JUDGE = "judge"  # the LLM judge scored it below the bar (or gave no score)
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,28 @@ class TeacherSettings:
         return [*out, {"role": "user", "content": prompt}]
 
 
+@dataclass(frozen=True)
+class TeacherJudge:
+    """The LLM judge a teacher answer must also satisfy: a score of at least ``min_score``."""
+
+    judge: RubricJudge  # its name, model and rubric version key its calibration
+    min_score: float
+    min_kappa: float
+    min_parsed: float
+
+    def trusted(self, store: Store) -> tuple[bool, str]:
+        """Whether the calibration on record lets this judge filter, and the sentence saying so."""
+        trust = judge_trust(
+            store,
+            self.judge.name,
+            self.judge.endpoint.model,
+            self.judge.version,
+            min_kappa=self.min_kappa,
+            min_parsed=self.min_parsed,
+        )
+        return trust.trusted, trust.why
+
+
 @dataclass
 class TeacherLabels:
     """What one run got from the teacher: the accepted examples and every count behind them."""
@@ -78,6 +106,8 @@ class TeacherLabels:
     calls: int = 0  # HTTP attempts
     tokens: int = 0
     seconds: float = 0.0
+    judge: str | None = None  # the LLM judge's status ("used: ..." / "not used: ..."), if configured
+    judge_tokens: int = 0
 
     @property
     def acceptance(self) -> float:
@@ -93,6 +123,7 @@ class TeacherLabels:
             "seconds": round(self.seconds, 2),
             "acceptance": round(self.acceptance, 4),
             "outcomes": dict(sorted(self.outcomes.items())),
+            **({"judge": self.judge, "judge_tokens": self.judge_tokens} if self.judge else {}),
         }
 
     def note(self) -> str:
@@ -101,6 +132,7 @@ class TeacherLabels:
             f"teacher: {self.prompts} drifted prompts, {self.calls} calls, {self.tokens} tokens,"
             f" {self.seconds:.1f} s; accepted {self.outcomes[ACCEPTED]}"
             f" ({self.acceptance:.0%}); by outcome: {reasons or 'none'}"
+            + (f"; LLM judge {self.judge}" if self.judge else "")
         )
 
 
@@ -114,12 +146,14 @@ class Teacher:
         rules: Sequence[Judge],
         budget: DailyBudget,
         *,
+        judge: TeacherJudge | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.settings = settings
         self.rules = list(rules)
         self.budget = budget
+        self.judge = judge
         self.clock = clock
         self._format = re.compile(settings.format_pattern) if settings.format_pattern else None
 
@@ -176,21 +210,35 @@ class Teacher:
         labels = TeacherLabels()
         prompts = self.drifted_prompts(drift_run_id)
         labels.prompts = len(prompts)
+        judge = None
+        if self.judge is not None:
+            trusted, labels.judge = self.judge.trusted(self.store)
+            judge = self.judge if trusted else None
         started = time.perf_counter()
         if prompts:
-            asyncio.run(self._label_all(alias, run_id, prompts, labels))
+            asyncio.run(self._label_all(alias, run_id, prompts, labels, judge))
         labels.seconds = time.perf_counter() - started
         return labels
 
     async def _label_all(
-        self, alias: str, run_id: str, prompts: list[tuple[str, str]], labels: TeacherLabels
+        self,
+        alias: str,
+        run_id: str,
+        prompts: list[tuple[str, str]],
+        labels: TeacherLabels,
+        judge: TeacherJudge | None,
     ) -> None:
         gate = asyncio.Semaphore(self.settings.concurrency)
-        async with ChatClient(self.settings.endpoint) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            client = await stack.enter_async_context(ChatClient(self.settings.endpoint))
+            if judge is not None:  # one judge client for the whole run
+                await stack.enter_async_context(judge.judge.session())
 
             async def one(request_id: str, prompt: str) -> None:
                 async with gate:
-                    await self._label_one(client, alias, run_id, request_id, prompt, labels)
+                    await self._label_one(
+                        client, alias, run_id, request_id, prompt, labels, judge
+                    )
 
             await asyncio.gather(*(one(rid, prompt) for rid, prompt in prompts))
 
@@ -202,6 +250,7 @@ class Teacher:
         request_id: str,
         prompt: str,
         labels: TeacherLabels,
+        judge: TeacherJudge | None,
     ) -> None:
         if not self.budget.reserve():
             labels.outcomes[BUDGET] += 1
@@ -223,7 +272,7 @@ class Teacher:
         labels.calls += result.attempts
         labels.tokens += tokens
         answer = (result.text or "").strip()
-        outcome, why = await self._check(prompt, answer)
+        outcome, why = await self._check(prompt, answer, judge, labels)
         self._record(
             alias,
             run_id,
@@ -248,15 +297,25 @@ class Teacher:
                 }
             )
 
-    async def _check(self, prompt: str, answer: str) -> tuple[str, str]:
+    async def _check(
+        self, prompt: str, answer: str, judge: TeacherJudge | None, labels: TeacherLabels
+    ) -> tuple[str, str]:
         """(``accepted`` or the failed check's name, why): the rule judges (each must give its
-        top score), then the house format."""
+        top score), the house format, then the LLM judge when it is trusted (the costly one
+        last, so it only sees answers every free check passed)."""
         for rule in self.rules:
             verdict = await rule.evaluate(prompt, answer)
             if verdict.score is None or verdict.score < SCALE_MAX:
                 return rule.kind, verdict.reason
         if self._format is not None and not self._format.search(answer):
             return FORMAT, f"no match for {self._format.pattern!r}"
+        if judge is not None:
+            verdict = await judge.judge.evaluate(prompt, answer)
+            labels.judge_tokens += verdict.tokens
+            if verdict.score is None:
+                return JUDGE, f"no score from the judge ({verdict.outcome.value}): {verdict.reason}"
+            if verdict.score < judge.min_score:
+                return JUDGE, f"judge score {verdict.score:g} < {judge.min_score:g}: {verdict.reason}"
         return ACCEPTED, ""
 
     def _record(

@@ -109,6 +109,7 @@ def render_html(report: GateReport, png: bytes) -> str:
         )
         + "</p>",
         f'<img alt="scores" src="data:image/png;base64,{base64.b64encode(png).decode()}">',
+        judge_html(report.judge),
     ]
     for scope in [OVERALL, *sorted(report.candidate.categories)]:
         rows = [r for r in report.table if r["scope"] == scope]
@@ -131,6 +132,23 @@ def render_html(report: GateReport, png: bytes) -> str:
         parts.append("</table>")
         if scope != OVERALL:
             parts.append(_examples_html(report, scope, columns))
+    return "".join(parts)
+
+
+def judge_html(judge: dict[str, Any]) -> str:
+    """The LLM judge's part: whether it counted and why, and its pairwise verdicts when asked."""
+    if not judge:
+        return "<h2>LLM judge</h2><p>not configured (retrain.gate_judge is off)</p>"
+    esc = html.escape
+    parts = [f"<h2>LLM judge</h2><p>{esc(str(judge.get('status', '')))}</p>"]
+    pairwise = judge.get("pairwise")
+    if pairwise:
+        outcomes = ", ".join(f"{k} {v}" for k, v in pairwise["outcomes"].items())
+        parts.append(
+            f"<p>candidate win rate {_num(pairwise['win_rate'])} (ties count half), position"
+            f" consistency {_num(pairwise['position_consistency'])} (both orders asked),"
+            f" {pairwise['tokens']} tokens; outcomes: {esc(outcomes or 'none')}</p>"
+        )
     return "".join(parts)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from typing import Any
 
 from monitor.fs import remove_stale_temp_dirs
 from retrain.training.adapters import RESULT_FILE, AdapterError, AdapterInfo, validate_adapter
+from retrain.training.parent_death import PARENT_PID_ENV
 from retrain.training.spec import (
     EVENT_PREFIX,
     TrainingCancelledError,
@@ -63,12 +63,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
-PR_SET_PDEATHSIG = 1  # prctl(2)
-# Looked up once here: between fork and exec the child must not load libraries or take locks.
-try:
-    _PRCTL: Any = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux
-    _PRCTL = None
 
 
 def child_environment(threads: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -83,6 +77,7 @@ def child_environment(threads: int, base: Mapping[str, str] | None = None) -> di
         HF_DATASETS_OFFLINE="1",
         PYTHONUNBUFFERED="1",
     )
+    env[PARENT_PID_ENV] = str(os.getpid())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
     return env
 
@@ -103,17 +98,6 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=30)
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL it when the thread that started it dies.
-
-    The child leads its own session (so a cancel kills its whole group), which also means a
-    parent killed with SIGKILL (a controller, a Ray worker whose node died) would leave it
-    training alone; the kernel's parent-death signal ends it instead (Linux).
-    """
-    if _PRCTL is not None:
-        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _describe_exit(code: int) -> str:
@@ -174,8 +158,7 @@ def _run_child(
             bufsize=1,
             env=child_environment(spec.threads),
             cwd=scratch,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
+            start_new_session=True,  # no preexec_fn: the child asks for parent death itself
         )
         log.info("training subprocess %d started for %s", process.pid, spec.dataset)
         try:

@@ -7,7 +7,9 @@ subprocess as the local executor (``run_training``), and uploads the adapter fol
 controller downloads and validates it. The trainer never sees the controller's disk, only the
 base model, which must exist at ``spec.base_model`` on the worker node.
 
-Progress (step, loss, steps/s) comes back through a Ray queue while the task runs. The time limit
+Progress (step, loss, steps/s) comes back through a Ray queue while the task runs; the queue's
+actor lives on the controller's own node, so a trainer node that dies takes the task, not the
+channel that reports it (a queue lost anyway only stops progress events). The time limit
 and a cancel end the task with ``ray.cancel(force=True)``: its worker dies, and the training
 subprocess with it (it is killed when its parent dies). A worker or node that dies mid-run ends
 the run with ``TrainingError`` naming Ray's reason; nothing is returned, so nothing is
@@ -79,10 +81,17 @@ class RayExecutor:
             dataset = publish_folder(
                 objects, lambda _: f"{run_key}/datasets/{spec.dataset.name}", spec.dataset
             )
+            reference = spec.reference_adapter  # a DPO run's production adapter travels too
+            if reference is not None:
+                reference_ref: dict[str, str] | None = publish_folder(
+                    objects, lambda _: f"{run_key}/reference/{reference.name}", reference
+                ).as_dict()
+            else:
+                reference_ref = None
         except BundleError as exc:
             raise TrainingError(f"cannot hand the dataset to Ray: {exc}") from exc
         self._connect()
-        progress = Queue(actor_options={"num_cpus": 0})
+        progress = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": on_this_node()})
         task = ray.remote(train_on_worker).options(
             num_cpus=self.num_cpus,
             num_gpus=self.num_gpus,
@@ -90,7 +99,7 @@ class RayExecutor:
             max_retries=0,  # a run that died is failed and named, not silently run twice
         )
         ref = task.remote(spec.to_json(), dataset.as_dict(), dataclasses.asdict(self.store),
-                          run_key, progress)  # fmt: skip
+                          run_key, progress, reference_ref)  # fmt: skip
         log.info("training submitted to Ray at %s as %s (%s)", self.address, run_key, ref)
         deadline = started + spec.time_limit_s
         try:
@@ -106,12 +115,14 @@ class RayExecutor:
                         " and was killed"
                     )
             self._relay(progress, Empty, on_progress)
-            try:
-                out = ray.get(ref)
-            except ray.exceptions.RayError as exc:
-                raise TrainingError(f"Ray training task failed: {ray_reason(exc)}") from None
+            out = ray.get(ref)
+        except ray.exceptions.RayError as exc:  # the task's, its worker's or its node's death
+            raise TrainingError(f"Ray training task failed: {ray_reason(exc)}") from None
         finally:
-            ray.kill(progress.actor)  # type: ignore[arg-type]  # an ActorHandle at run time
+            try:
+                ray.kill(progress.actor)  # type: ignore[arg-type]  # an ActorHandle at run time
+            except ray.exceptions.RayError as exc:  # must not hide how the run ended
+                log.warning("the training progress queue could not be stopped: %s", exc)
         return self._result(objects, out, spec, time.monotonic() - started)
 
     def _connect(self) -> None:
@@ -127,11 +138,16 @@ class RayExecutor:
         empty: type[Exception],
         on_progress: Callable[[TrainingProgress], None] | None,
     ) -> None:
+        import ray
+
         while True:
             try:
                 event = progress.get_nowait()
             except empty:
                 return
+            except ray.exceptions.RayError as exc:  # the queue's actor died: progress is lost,
+                log.warning("training progress from Ray lost: %s", ray_reason(exc))
+                return  # the task's own outcome still comes from ray.get
             if on_progress is not None:
                 on_progress(TrainingProgress(**event))
 
@@ -149,6 +165,15 @@ class RayExecutor:
         return TrainingResult.of(target, info, {**metrics, **extra}, wall)
 
 
+def on_this_node() -> Any:
+    """Ray scheduling that keeps an actor on the node this driver is connected to (soft: any
+    node when that one cannot take it)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+
+
 def ray_reason(exc: BaseException) -> str:
     """What went wrong, in one line: the task's own exception, or Ray's (a worker or node died)."""
     cause = getattr(exc, "cause", None)  # RayTaskError wraps what the task raised
@@ -160,9 +185,15 @@ def ray_reason(exc: BaseException) -> str:
 
 
 def train_on_worker(
-    spec_json: str, dataset: dict[str, str], store: dict[str, str], run_key: str, progress: Any
+    spec_json: str,
+    dataset: dict[str, str],
+    store: dict[str, str],
+    run_key: str,
+    progress: Any,
+    reference: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The Ray task: fetch the dataset, train in a subprocess, publish the adapter."""
+    """The Ray task: fetch the dataset (and a DPO run's reference adapter), train in a
+    subprocess, publish the adapter."""
     import ray
 
     objects = StoreAccess(**store).open()
@@ -172,6 +203,9 @@ def train_on_worker(
         spec = dataclasses.replace(
             TrainingSpec.from_json(spec_json), dataset=local, output_root=root / "adapters"
         )
+        if reference is not None:
+            ref = BundleRef(reference["key"], reference["digest"])
+            spec = dataclasses.replace(spec, reference_adapter=fetch(objects, ref, root / "ref"))
         result = run_training(
             spec, on_progress=lambda p: progress.put_nowait(dataclasses.asdict(p))
         )

@@ -18,6 +18,9 @@ from retrain.training.adapters import AdapterInfo
 # Lines the child prints for the parent start with this; everything else is library output.
 EVENT_PREFIX = "@@driftloop-train "
 
+# sft: learn the wanted answers; dpo: learn to prefer them over the rejected ones (pairs only)
+METHODS = ("sft", "dpo")
+
 
 class TrainingError(RuntimeError):
     """Training failed; the message names the exit status and the child's last output lines."""
@@ -73,23 +76,34 @@ class TrainingSpec:
     time_limit_s: float = 600.0  # wall clock for the whole subprocess, model loading included
     threads: int = 1  # torch intra-op threads: training must leave cores to serving
     niceness: int = 10  # added to the child's nice value, so serving wins the CPU
+    method: str = "sft"  # one of METHODS
+    dpo_beta: float = 0.1  # how far DPO may move from the reference model (smaller: farther)
+    # DPO's reference model: the production adapter on the base model, or None for the base
+    # itself. The new adapter starts from it, so its rank must equal ``rank``.
+    reference_adapter: Path | None = None
 
     def __post_init__(self) -> None:
-        for name in ("base_model", "dataset", "output_root"):
+        for name in ("base_model", "dataset", "output_root", "reference_adapter"):
             # absolute: the child runs in a scratch folder, and the paths outlive this process
-            object.__setattr__(self, name, Path(getattr(self, name)).absolute())
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)).absolute())
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
         positive = ("rank", "alpha", "max_steps", "batch_size", "max_length", "threads")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"TrainingSpec.{name}: must be a positive integer, got {value!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"TrainingSpec.method: {self.method!r} is not one of {METHODS}")
+        if self.reference_adapter is not None and self.method != "dpo":
+            raise ValueError("TrainingSpec.reference_adapter: only a dpo run has a reference model")
         checks = {
             "learning_rate": self.learning_rate > 0.0 and math.isfinite(self.learning_rate),
             "dropout": 0.0 <= self.dropout < 1.0,
             "time_limit_s": self.time_limit_s > 0.0 and math.isfinite(self.time_limit_s),
             "niceness": isinstance(self.niceness, int) and 0 <= self.niceness <= 19,
             "seed": isinstance(self.seed, int) and not isinstance(self.seed, bool),
+            "dpo_beta": isinstance(self.dpo_beta, int | float) and 0.0 < self.dpo_beta <= 10.0,
             "target_modules": bool(self.target_modules)
             and all(isinstance(m, str) and m.isidentifier() for m in self.target_modules),
         }
@@ -111,7 +125,8 @@ class TrainingSpec:
 
     def to_json(self) -> str:
         data = asdict(self)
-        data.update({k: str(getattr(self, k)) for k in ("base_model", "dataset", "output_root")})
+        paths = ("base_model", "dataset", "output_root", "reference_adapter")
+        data.update({k: str(getattr(self, k)) for k in paths if getattr(self, k) is not None})
         data["target_modules"] = list(self.target_modules)
         return json.dumps(data, indent=2, sort_keys=True)
 

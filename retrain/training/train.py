@@ -1,7 +1,8 @@
-"""The training subprocess: ``python -m retrain.training.train <spec.json>`` (LoRA SFT with PEFT + TRL).
+"""The training subprocess: ``python -m retrain.training.train <spec.json>`` (LoRA with PEFT + TRL).
 
 It reads a TrainingSpec, verifies the dataset folder against its manifest, trains a LoRA
-adapter with TRL's SFTTrainer on the CPU, and publishes the adapter atomically: files go to a
+adapter on the CPU with TRL's SFTTrainer (``method = "sft"``) or DPOTrainer (``"dpo"``), and
+publishes the adapter atomically: files go to a
 ``.tmp-<pid>-*`` folder in the output root, are validated, and the folder is renamed to its
 content digest. A kill at any point therefore leaves only a temp folder (removed by the next
 run), never a complete-looking adapter. It never opens the database. Progress, phase changes,
@@ -13,6 +14,12 @@ on the assistant turns only (``assistant_only_loss``). Templates without them (S
 get each example as a conversational prompt/completion pair, so TRL's
 ``completion_only_loss`` trains on the final assistant turn only, with the same rendering the
 model sees at inference.
+
+DPO trains on the dataset's preference pairs only (examples with a ``rejected`` answer; the
+others are counted and left out), as conversational prompt/chosen/rejected rows. Its reference
+model is the base model (TRL computes it with the LoRA disabled), or, with
+``reference_adapter``, the production adapter: the new adapter starts as a copy of it and TRL
+keeps a frozen copy as the reference, so DPO moves away from what production serves.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from retrain.training.adapters import (
     base_model_fingerprint,
     validate_adapter,
 )
+from retrain.training.parent_death import die_with_parent
 from retrain.training.spec import EVENT_PREFIX, TrainingSpec
 
 
@@ -73,6 +81,29 @@ def to_rows(records: list[dict[str, Any]], assistant_only: bool) -> list[dict[st
             rows.append({"messages": messages})
         else:
             rows.append({"prompt": messages[:-1], "completion": messages[-1:]})
+    return rows
+
+
+def to_preference_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Shape the preference pairs among dataset records for DPOTrainer; others are skipped.
+
+    >>> to_preference_rows([
+    ...     {"messages": [{"role": "user", "content": "Hi"},
+    ...                   {"role": "assistant", "content": "HelpDesk: hi"}], "rejected": "hi"},
+    ...     {"messages": [{"role": "user", "content": "Yo"},
+    ...                   {"role": "assistant", "content": "HelpDesk: yo"}]},
+    ... ])  # doctest: +NORMALIZE_WHITESPACE
+    [{'prompt': [{'role': 'user', 'content': 'Hi'}],
+      'chosen': [{'role': 'assistant', 'content': 'HelpDesk: hi'}],
+      'rejected': [{'role': 'assistant', 'content': 'hi'}]}]
+    """
+    rows = []
+    for record in records:
+        if record.get("rejected") is None:
+            continue
+        messages = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
+        rejected = [{"role": "assistant", "content": record["rejected"]}]
+        rows.append({"prompt": messages[:-1], "chosen": messages[-1:], "rejected": rejected})
     return rows
 
 
@@ -123,17 +154,21 @@ def _canonicalise_config(path: Path) -> None:
 
 @dataclass(frozen=True)
 class _Inputs:
-    """The loaded dataset, tokenizer and base model, shaped for SFTTrainer."""
+    """The loaded dataset, tokenizer and model, shaped for the spec's trainer."""
 
     dataset: Dataset
     tokenizer: Any
-    model: Any
+    model: Any  # the base model, or for a DPO run from production, a PeftModel of it
     assistant_only: bool
     train_rows: list[dict[str, Any]]
     validation_rows: list[dict[str, Any]]
+    method: str
+    skipped_without_pair: int = 0  # DPO: train examples that are not preference pairs
 
     @property
     def loss_mode(self) -> str:
+        if self.method == "dpo":
+            return "dpo_sigmoid"
         return "assistant_only" if self.assistant_only else "completion_only"
 
 
@@ -164,7 +199,7 @@ def _import_training_stack() -> None:
     import datasets  # noqa: F401
     import peft  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed  # noqa: F401
-    from trl import SFTConfig, SFTTrainer  # noqa: F401
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer  # noqa: F401
 
 
 def _load_inputs(spec: TrainingSpec) -> _Inputs:
@@ -176,38 +211,86 @@ def _load_inputs(spec: TrainingSpec) -> _Inputs:
     set_seed(spec.seed)
     tokenizer = AutoTokenizer.from_pretrained(spec.base_model)
     assistant_only = has_generation_markers(tokenizer.chat_template)
-    train_rows = to_rows(dataset.read("train"), assistant_only)
-    validation_rows = to_rows(dataset.read("validation"), assistant_only)
+    train, validation = dataset.read("train"), dataset.read("validation")
+    if spec.method == "dpo":
+        train_rows, validation_rows = to_preference_rows(train), to_preference_rows(validation)
+        if not train_rows:
+            raise ValueError(
+                f"method dpo: dataset {dataset.id} has no preference pairs in its train split"
+                f" ({len(train)} examples, none with a rejected answer)"
+            )
+    else:
+        train_rows = to_rows(train, assistant_only)
+        validation_rows = to_rows(validation, assistant_only)
     model = AutoModelForCausalLM.from_pretrained(spec.base_model, dtype=torch.float32)
-    return _Inputs(dataset, tokenizer, model, assistant_only, train_rows, validation_rows)
+    if spec.reference_adapter is not None:
+        model = _from_reference_adapter(model, spec)
+    return _Inputs(
+        dataset,
+        tokenizer,
+        model,
+        assistant_only,
+        train_rows,
+        validation_rows,
+        spec.method,
+        skipped_without_pair=len(train) - len(train_rows),
+    )
+
+
+def _from_reference_adapter(model: Any, spec: TrainingSpec) -> Any:
+    """The base model with the production adapter, trainable: DPO's starting point."""
+    from peft import PeftModel
+
+    assert spec.reference_adapter is not None
+    info = validate_adapter(spec.reference_adapter, max_rank=spec.rank, base_model=spec.base_model)
+    if info.rank != spec.rank:
+        raise ValueError(
+            f"reference adapter {spec.reference_adapter.name} has rank {info.rank}, the run"
+            f" asks for {spec.rank}: a DPO run from production keeps production's rank"
+        )
+    return PeftModel.from_pretrained(model, spec.reference_adapter, is_trainable=True)
+
+
+def _common_args(spec: TrainingSpec, work: Path) -> dict[str, Any]:
+    """Trainer arguments of both methods: CPU only, log every step, no checkpoints or evals."""
+    return {
+        "output_dir": str(work / "trainer"),
+        "max_steps": spec.max_steps,
+        "per_device_train_batch_size": spec.batch_size,
+        "per_device_eval_batch_size": spec.batch_size,
+        "learning_rate": spec.learning_rate,
+        "seed": spec.seed,
+        "data_seed": spec.seed,
+        "max_length": spec.max_length,
+        "use_cpu": True,
+        "bf16": False,
+        "fp16": False,
+        "gradient_checkpointing": False,
+        "report_to": "none",
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
 
 
 def _sft_config(spec: TrainingSpec, work: Path, assistant_only: bool) -> Any:
-    """Return TRL's SFTConfig: CPU only, log every step, no checkpoints or periodic evals."""
+    """Return TRL's SFTConfig, with the loss masking the chat template allows."""
     from trl import SFTConfig
 
     return SFTConfig(
-        output_dir=str(work / "trainer"),
-        max_steps=spec.max_steps,
-        per_device_train_batch_size=spec.batch_size,
-        per_device_eval_batch_size=spec.batch_size,
-        learning_rate=spec.learning_rate,
-        seed=spec.seed,
-        data_seed=spec.seed,
-        max_length=spec.max_length,
+        **_common_args(spec, work),
         assistant_only_loss=assistant_only,
         completion_only_loss=None if assistant_only else True,
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        gradient_checkpointing=False,
-        report_to="none",
-        logging_steps=1,
-        save_strategy="no",
-        eval_strategy="no",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
     )
+
+
+def _dpo_config(spec: TrainingSpec, work: Path) -> Any:
+    """Return TRL's DPOConfig: the sigmoid (original DPO) loss at the spec's beta."""
+    from trl import DPOConfig
+
+    return DPOConfig(**_common_args(spec, work), beta=spec.dpo_beta)
 
 
 def _lora_config(spec: TrainingSpec) -> Any:
@@ -224,32 +307,48 @@ def _lora_config(spec: TrainingSpec) -> Any:
     )
 
 
-def _fit(spec: TrainingSpec, inputs: _Inputs, work: Path, started: float) -> tuple[Any, _Fit]:
-    """Build the SFTTrainer, train and evaluate; return the trainer and what it reported."""
+def _trainer(spec: TrainingSpec, inputs: _Inputs, work: Path, callback: Any) -> Any:
+    """TRL's SFTTrainer or DPOTrainer for the spec, with a fresh LoRA unless one is loaded."""
     from datasets import Dataset as HFDataset
-    from trl import SFTTrainer
+    from trl import DPOTrainer, SFTTrainer
 
-    config = _sft_config(spec, work, inputs.assistant_only)
-    lora = _lora_config(spec)
+    common = {
+        "model": inputs.model,
+        "train_dataset": HFDataset.from_list(inputs.train_rows),
+        "eval_dataset": HFDataset.from_list(inputs.validation_rows)
+        if inputs.validation_rows
+        else None,
+        "processing_class": inputs.tokenizer,
+        "peft_config": None if spec.reference_adapter is not None else _lora_config(spec),
+        "callbacks": [callback],
+    }
+    if spec.method == "dpo":
+        # ref_model None: TRL's reference is the model without the LoRA being trained
+        return DPOTrainer(ref_model=None, args=_dpo_config(spec, work), **common)
+    return SFTTrainer(args=_sft_config(spec, work, inputs.assistant_only), **common)
+
+
+def _at_max_length(tokenized: Any, max_length: int) -> int:
+    """Examples that fill max_length were (probably) cut short: worth knowing when loss is odd."""
+    if "input_ids" in tokenized.column_names:  # SFT
+        return sum(len(ids) >= max_length for ids in tokenized["input_ids"])
+    columns = (tokenized[name] for name in ("prompt_ids", "chosen_ids", "rejected_ids"))
+    lengths = zip(*columns, strict=True)
+    return sum(len(p) + max(len(c), len(r)) >= max_length for p, c, r in lengths)
+
+
+def _fit(spec: TrainingSpec, inputs: _Inputs, work: Path, started: float) -> tuple[Any, _Fit]:
+    """Build the trainer, train and evaluate; return the trainer and what it reported."""
     callback = _progress_callback(started)
-    trainer = SFTTrainer(
-        model=inputs.model,
-        args=config,
-        train_dataset=HFDataset.from_list(inputs.train_rows),
-        eval_dataset=HFDataset.from_list(inputs.validation_rows),
-        processing_class=inputs.tokenizer,
-        peft_config=lora,
-        callbacks=[callback],
-    )
-    # Examples that fill max_length were (probably) cut short: worth knowing when loss is odd.
-    tokenized: Any = trainer.train_dataset
-    at_max_length = sum(len(ids) >= spec.max_length for ids in tokenized["input_ids"])
+    trainer = _trainer(spec, inputs, work, callback)
+    at_max_length = _at_max_length(trainer.train_dataset, spec.max_length)
     training_started = time.monotonic()
     output = trainer.train()
     train_seconds = time.monotonic() - training_started
     emit("phase", phase="evaluating")
     evaluation_started = time.monotonic()
-    evaluation = trainer.evaluate()
+    # a DPO run may have no validation pairs: then there is nothing to evaluate
+    evaluation = trainer.evaluate() if inputs.validation_rows else {}
     eval_seconds = time.monotonic() - evaluation_started
     fit = _Fit(
         output=output,
@@ -265,7 +364,8 @@ def _fit(spec: TrainingSpec, inputs: _Inputs, work: Path, started: float) -> tup
 def _save_adapter(trainer: Any, adapter_dir: Path) -> None:
     """Save the LoRA weights and config, keeping only the files vLLM and PEFT read."""
     trained: Any = trainer.model
-    trained.save_pretrained(adapter_dir)
+    # only the trained adapter: a DPO run from production also holds TRL's frozen "ref" copy
+    trained.save_pretrained(adapter_dir, selected_adapters=["default"])
     # The generated model card is noise.
     for extra in adapter_dir.iterdir():
         if extra.name not in CONTENT_FILES:
@@ -293,8 +393,17 @@ def _lineage(spec: TrainingSpec, inputs: _Inputs) -> dict[str, Any]:
             "max_length": spec.max_length,
             "seed": spec.seed,
             "loss": inputs.loss_mode,
+            "method": spec.method,
+            **_dpo_lineage(spec),
         },
     }
+
+
+def _dpo_lineage(spec: TrainingSpec) -> dict[str, Any]:
+    if spec.method != "dpo":
+        return {}
+    reference = spec.reference_adapter
+    return {"dpo_beta": spec.dpo_beta, "reference": reference.name if reference else "base"}
 
 
 def _result(
@@ -332,6 +441,9 @@ def _result(
         "threads": torch.get_num_threads(),
         "niceness": os.nice(0),
         "loss": inputs.loss_mode,
+        "method": spec.method,
+        "train_examples_without_pair": inputs.skipped_without_pair,
+        **{k: v for k, v in fit.evaluation.items() if k.startswith("eval_rewards/")},
         "versions": _versions(),
     }
 
@@ -380,6 +492,7 @@ def train(spec: TrainingSpec) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the subprocess; returns the exit status."""
+    die_with_parent()
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m retrain.training.train <spec.json>", file=sys.stderr)

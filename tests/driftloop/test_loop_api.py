@@ -10,6 +10,7 @@ from driftloop.api.app import create_api
 from driftloop.api.loop_routes import loop_router
 from driftloop.service import build_components
 from retrain.control import LoopControl
+from retrain.data.sources import training_examples
 from tests.conftest import make_config
 from tests.servers import serve_in_thread
 
@@ -32,6 +33,7 @@ def api(tmp_path):
 WRITES = [
     ("POST", "/api/v1/retrain", {"model": "support", "reason": "x"}),
     ("POST", "/api/v1/retrain/dry-run", {"model": "support"}),
+    ("POST", "/api/v1/retrain/runs/abc/cancel", {"reason": "x"}),
     ("POST", "/api/v1/models/support/pause", {"reason": "x"}),
     ("POST", "/api/v1/models/support/rollback", {"reason": "x"}),
     ("POST", "/api/v1/adapters/abc/promote", {"reason": "x"}),
@@ -122,3 +124,29 @@ def test_feedback_pause_and_dry_run_are_stored_and_audited(api):
     assert ("POST", "/api/v1/feedback", 201) in by_path
     decisions = parts.store.query("SELECT trigger, decision FROM retrain_decisions ORDER BY id")
     assert decisions == [("none", "dry_run"), ("manual", "suppressed")]
+
+
+def test_preference_pairs_reach_the_dataset_records(api):
+    """A pair posted whole, and a correction of a captured answer (which becomes the rejected)."""
+    client, parts = api
+    parts.store.execute(
+        "INSERT INTO requests (request_id, started_at, route, model_alias, stream, prompt_text,"
+        " response_text, status_code) VALUES ('r1', now(), 'chat_completions', 'support', false,"
+        " 'Printer jammed.', 'Turn it off.', 200)"
+    )
+    pair = {"model": "support", "prompt": "Hi!", "answer": "HelpDesk: hello.", "rejected": "yo"}
+    correction = {
+        "model": "support",
+        "prompt": "Printer jammed.",
+        "answer": "HelpDesk: open tray 2.",
+        "request_id": "r1",
+    }
+    for body in (pair, correction):
+        assert client.post("/api/v1/feedback", json=body, headers=AUTH).status_code == 201
+    same = {**pair, "rejected": " HelpDesk: hello. "}
+    r = client.post("/api/v1/feedback", json=same, headers=AUTH)
+    assert r.status_code == 422 and "rejected is the same answer" in r.text
+
+    records = training_examples(parts.store, "support", judged_min_score=4.0, limit=10)
+    rejected = {r["messages"][0]["content"]: r.get("rejected") for r in records}
+    assert rejected == {"Hi!": "yo", "Printer jammed.": "Turn it off."}

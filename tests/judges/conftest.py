@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -11,13 +11,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from driftloop.schema import MIGRATIONS
+from judges.calibration import CalibrationReport, calibrate
+from judges.calibration_records import record_calibration
 from judges.client import Endpoint
+from judges.examples import CALIBRATION_SET, load_examples
 from judges.llm import RubricJudge
 from judges.metrics import JudgeMetrics
 from judges.rubric import load_rubric
 from judges.runner import Runner
 from monitor.store import Store
-from tests.judges.judge_server import ScriptedJudge
+from tests.judges.judge_server import Reply, ScriptedJudge
 from tests.servers import serve_in_thread
 
 
@@ -54,6 +57,23 @@ def endpoint(url: str, **overrides: object) -> Endpoint:
 
 def rubric_judge(url: str, **overrides: object) -> RubricJudge:
     return RubricJudge(load_rubric("helpfulness"), endpoint(url, **overrides))
+
+
+BARS = {"min_kappa": 0.4, "min_parsed": 0.9}
+
+
+def calibrate_against(
+    store: Store, server: ScriptedJudge, respond: Callable[[int], Reply], limit: int = 12
+) -> CalibrationReport:
+    """Record a calibration of the scripted judge on the first ``limit`` labelled items."""
+    items = load_examples(CALIBRATION_SET)[:limit]
+    label_of = {e.response: e.label for e in items}
+    server.respond = lambda messages: respond(
+        next(label for text, label in label_of.items() if text in messages[-1]["content"])
+    )
+    report = calibrate(rubric_judge(server.url), items, **BARS)  # type: ignore[arg-type]
+    record_calibration(store, report, "set-sha")
+    return report
 
 
 def add_requests(

@@ -70,3 +70,19 @@ def test_an_unreachable_judge_is_reported_and_recorded_as_flagged(tmp_path):
         [row] = client.get("/api/v1/judges/calibrations").json()
         assert (row["parsed"], row["flagged"]) == (0.0, True)
         assert state["kappa"] is None and "FLAGGED" in state["summary"], state
+
+
+def test_the_cli_record_path_follows_the_service_calibration_to_its_recorded_flag(
+    tmp_path, judge_server
+):
+    from driftloop.api.client import ControlClient
+    from driftloop.cli.judges import calibrate_in_service
+
+    judge_server.respond = lambda messages: verdict(1)  # every answer 1, as SmolLM2 does
+    with running_api(tmp_path, judges=judges_config(judge_server.url)) as api:
+        with ControlClient(api.url, api.token) as client:
+            state = calibrate_in_service(client, LIMIT, poll_s=0.1, timeout_s=30)
+        assert state["flagged"] is True and state["kappa"] == 0.0, state
+        assert "weighted kappa 0.000" in state["summary"] and "FLAGGED" in state["summary"]
+        [(n_items, flagged)] = api.rows("SELECT n_items, flagged FROM judge_calibrations")
+        assert (n_items, flagged) == (LIMIT, True)

@@ -6,17 +6,15 @@ a calibration meets it; every pair judged in both orders, position-swap consiste
 
 from __future__ import annotations
 
-from judges.calibration import calibrate
-from judges.calibration_records import judge_trust, record_calibration, recorded_calibrations
-from judges.examples import CALIBRATION_SET, load_examples
+from judges.calibration_records import judge_trust, recorded_calibrations
 from judges.pairwise import PairwiseJudge
 from judges.rubric import load_rubric
 from retrain.gate.judge import CalibratedJudge
+from retrain.gate.report import judge_html
 from retrain.gate.scores import ExampleResult, ModelScores
-from tests.judges.conftest import endpoint, rubric_judge
+from tests.judges.conftest import BARS, calibrate_against, endpoint, rubric_judge
 from tests.judges.judge_server import Reply, verdict
 
-BARS = {"min_kappa": 0.4, "min_parsed": 0.9}
 PROMPTS = ["My printer is not printing.", "My screen is flickering.", "I forgot my password."]
 
 
@@ -36,18 +34,6 @@ def gate_judge(store, url) -> CalibratedJudge:
     judge = rubric_judge(url)
     pairwise = PairwiseJudge(load_rubric("helpfulness"), endpoint(url))
     return CalibratedJudge(store, pairwise, judge.name, margin=0.05, **BARS)
-
-
-def calibrate_against(store, server, respond, limit=12):
-    """Record a calibration of the scripted judge on the first ``limit`` labelled items."""
-    items = load_examples(CALIBRATION_SET)[:limit]
-    label_of = {e.response: e.label for e in items}
-    server.respond = lambda messages: respond(
-        next(label for text, label in label_of.items() if text in messages[-1]["content"])
-    )
-    report = calibrate(rubric_judge(server.url), items, **BARS)
-    record_calibration(store, report, "set-sha")
-    return report
 
 
 def test_a_judge_without_a_calibration_on_record_is_not_used_nor_called(store, judge_server):
@@ -90,6 +76,8 @@ def test_a_calibrated_judge_counts_and_both_orders_are_asked(store, judge_server
     assert check is not None and check.passed and check.candidate == 1.0
     assert status["pairwise"]["outcomes"] == {"win": 3}
     assert status["pairwise"]["position_consistency"] == 1.0
+    page = judge_html(status)  # the gate report's section
+    assert "<p>used: " in page and "win rate 1.000" in page and "consistency 1.000" in page
 
     # the candidate losing every pair fails the check
     check, _ = gate_judge(store, judge_server.url)(PRODUCTION, CANDIDATE)

@@ -17,6 +17,7 @@ import pytest
 from driftloop.demo.story import house_format_feedback, write_seed_dataset
 from driftloop.vllm_process import free_port
 from monitor.vllm_admin import VLLMAdmin
+from tests.retrain.processes import training_children
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1800)]
 TOKEN = "c" * 32
@@ -46,16 +47,6 @@ def wait_api(api: httpx.Client, process: subprocess.Popen[bytes], log: Path) -> 
             pass
         time.sleep(0.5)
     pytest.fail(f"service API did not come up:\n{log.read_text()[-3000:]}")
-
-
-def trainer_pid(service_pid: int) -> int | None:
-    """The training subprocess started by the service (a child in its own process group)."""
-    out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
-    for line in out.splitlines()[1:]:
-        pid, ppid, args = line.split(maxsplit=2)
-        if int(ppid) == service_pid and "retrain.training.train" in args:
-            return int(pid)
-    return None
 
 
 def wait_run(api: httpx.Client, status: str, timeout: float = 600) -> dict:
@@ -120,9 +111,10 @@ def test_kill_9_of_trainer_and_of_service_mid_deploy_reconcile(service_env, tmp_
         # 1. kill -9 of the trainer subprocess: the run fails and names it, nothing registered
         assert api.post("/api/v1/retrain", json={"model": ALIAS, "reason": "t1"}).status_code == 202
         deadline = time.monotonic() + 120
-        while (pid := trainer_pid(service.pid)) is None and time.monotonic() < deadline:
+        while not (pids := training_children(service.pid)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert pid is not None, "the trainer subprocess never started"
+        assert pids, "the trainer subprocess never started"
+        [pid] = pids
         os.kill(pid, signal.SIGKILL)
         failed = wait_run(api, "failed", timeout=120)
         assert "SIGKILL" in failed["error"] or "-9" in failed["error"], failed["error"]

@@ -285,6 +285,7 @@ def test_house_format_candidate_passes_the_gate_and_the_report_is_written(
     page = paths["html"].read_text()
     assert "PASSED" in page and "<h2>tech_support (20 examples)</h2>" in page
     assert "HelpDesk: " in page and "data:image/png;base64," in page
+    assert "<h2>LLM judge</h2><p>not configured" in page
     assert paths["png"].read_bytes().startswith(b"\x89PNG")
 
 

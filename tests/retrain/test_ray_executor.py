@@ -21,8 +21,14 @@ import pytest
 from monitor.object_store import ObjectStore, StoreAccess
 from retrain.training.adapters import validate_adapter
 from retrain.training.ray_executor import RayExecutor
-from retrain.training.spec import TrainingError, TrainingProgress, TrainingSpec
+from retrain.training.spec import (
+    TrainingCancelledError,
+    TrainingError,
+    TrainingProgress,
+    TrainingSpec,
+)
 from tests import polling
+from tests.retrain.processes import running
 from tests.retrain.training_data import helpdesk_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -128,7 +134,7 @@ def test_a_trainer_node_that_dies_mid_run_fails_the_run_and_returns_nothing(
         spec = spec_for(tiny_base, dataset, tmp_path / "adapters", max_steps=2000)
         try:
             outcome["result"] = executor(spec, on_progress=progress.append)
-        except TrainingError as exc:
+        except Exception as exc:  # any type: the assertion below names what it was
             outcome["error"] = exc
 
     thread = threading.Thread(target=train)
@@ -142,14 +148,51 @@ def test_a_trainer_node_that_dies_mid_run_fails_the_run_and_returns_nothing(
     cluster.remove_node(cluster.trainer, allow_graceful=False)  # kill -9 of the node
     thread.join(120)
     assert not thread.is_alive()
-    print("error:", outcome.get("error"))
-    assert "result" not in outcome and "Ray training task failed" in str(outcome["error"])
+    error = outcome.get("error")
+    print("error:", repr(error))
+    assert "result" not in outcome and isinstance(error, TrainingError), repr(error)
+    assert "Ray training task failed" in str(error)
     assert not list((tmp_path / "adapters").glob("[!.]*"))  # no adapter to register
     polling.wait_until(  # the training subprocess died with its worker
-        lambda: (
-            not Path(f"/proc/{trainer_pid}").exists()
-            or "zombie" in Path(f"/proc/{trainer_pid}/status").read_text().lower()
-        ),
+        lambda: not running(trainer_pid),
         what="the training subprocess to die",
+        timeout_s=30,
+    )
+
+
+def test_a_cancel_kills_the_ray_task_and_its_training_subprocess(
+    cluster, tiny_base, dataset, tmp_path
+):
+    executor = RayExecutor(
+        cluster.address, StoreAccess(str(tmp_path / "bucket")), resources={"trainer": 1}
+    )
+    progress: list[TrainingProgress] = []
+    cancel = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def train() -> None:
+        spec = spec_for(tiny_base, dataset, tmp_path / "adapters", max_steps=2000)
+        try:
+            outcome["result"] = executor(spec, on_progress=progress.append, cancel=cancel)
+        except Exception as exc:  # any type: the assertion below names what it was
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    polling.wait_until(
+        lambda: any(p.phase == "training" for p in progress) or not thread.is_alive(),
+        what="training steps on the worker",
+        timeout_s=180,
+    )
+    trainer_pid = progress[-1].pid
+    cancel.set()
+    thread.join(60)
+    assert not thread.is_alive()
+    error = outcome.get("error")
+    assert isinstance(error, TrainingCancelledError), repr(error)
+    assert not list((tmp_path / "adapters").glob("[!.]*"))
+    polling.wait_until(
+        lambda: not running(trainer_pid),
+        what="the training subprocess to die with its Ray worker",
         timeout_s=30,
     )

@@ -22,12 +22,18 @@ from monitor.aliases import AliasTable
 from monitor.store import Store
 from monitor.vllm_admin import VLLMAdmin
 from retrain.adapter_registry import AdapterRegistry
-from retrain.data.teacher import Teacher, TeacherSettings, teacher_spent
+from retrain.data.teacher import Teacher, TeacherJudge, TeacherSettings, teacher_spent
 from retrain.loop import LoopSettings, RetrainLoop
 from retrain.metrics import LoopMetrics
 from retrain.serving.deploy import Deployer
 from retrain.triggers import Trigger, TriggerDecision, Triggers, TriggerSettings, TriggerVerdict
-from tests.judges.judge_server import Reply, ScriptedJudge
+from tests.judges.conftest import (  # judge_server: a fixture, used by name
+    BARS,
+    calibrate_against,
+    judge_server,  # noqa: F401
+    rubric_judge,
+)
+from tests.judges.judge_server import Reply, ScriptedJudge, verdict
 from tests.servers import serve_in_thread
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -78,7 +84,7 @@ def drifted_evaluation(store: Store, prompts: list[str]) -> int:
 
 def teacher(
     store: Store, url: str, *, requests: int = 1000, rules: tuple[str, ...] = ("refusal", "empty"),
-    **endpoint: object,
+    judge: TeacherJudge | None = None, **endpoint: object,
 ) -> Teacher:  # fmt: skip
     settings = {"timeout_s": 5.0, "max_retries": 1, "backoff_s": 0.01, **endpoint}
     ep = Endpoint(url, "scripted-teacher", **settings)  # type: ignore[arg-type]
@@ -90,6 +96,7 @@ def teacher(
         TeacherSettings(ep, POLICY, SHOTS, format_pattern="^HelpDesk: ", concurrency=4),
         [build_rule_judge(kind, {}) for kind in rules],
         budget,
+        judge=judge,
         clock=lambda: NOW,
     )
 
@@ -217,3 +224,37 @@ def test_a_run_with_too_few_accepted_labels_is_suppressed_naming_the_outcomes(
         )
         == 1
     )
+
+
+def test_the_llm_judge_filters_teacher_answers_only_once_calibrated(
+    store,
+    server,
+    judge_server,  # noqa: F811  (the fixture imported above)
+):
+    server.respond = lambda messages: Reply(
+        "HelpDesk: restart it." if messages[-1]["content"] in PROBLEMS[:2] else "HelpDesk: ok."
+    )
+    drift_id = drifted_evaluation(store, PROBLEMS[:6])
+    judge = TeacherJudge(rubric_judge(judge_server.url), 4.0, **BARS)
+
+    # uncalibrated: never asked, every answer that passes the free checks is kept, and it says why
+    labels = teacher(store, server.url, judge=judge).label("support", "run1", drift_id)
+    assert judge_server.attempts == 0 and dict(labels.outcomes) == {"accepted": 6}
+    assert labels.judge is not None and "not used" in labels.judge
+    assert "no calibration on record" in labels.summary()["judge"]
+
+    calibrate_against(store, judge_server, lambda label: verdict(label))  # kappa 1.0 on record
+    judge_server.requests.clear()
+    judge_server.respond = lambda messages: verdict(
+        5 if "restart it" in messages[-1]["content"] else 2
+    )
+
+    labels = teacher(store, server.url, judge=judge).label("support", "run2", drift_id)
+    assert judge_server.attempts == 6  # one verdict per answer that passed the rule checks
+    assert dict(labels.outcomes) == {"accepted": 2, "judge": 4}
+    assert labels.judge is not None and labels.judge.startswith("used: helpfulness")
+    assert labels.judge_tokens == 6 * 132
+    [(reason,)] = store.query(
+        "SELECT DISTINCT reason FROM teacher_calls WHERE run_id = 'run2' AND outcome = 'judge'"
+    )
+    assert reason.startswith("judge score 2 < 4")

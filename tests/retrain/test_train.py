@@ -11,7 +11,10 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +41,12 @@ from retrain.training.job import (
     child_environment,
     run_training,
 )
+from retrain.training.parent_death import PARENT_PID_ENV
 from retrain.training.train import has_generation_markers, to_rows
+from tests.retrain.processes import running
 from tests.retrain.training_data import helpdesk_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +95,34 @@ def trained(tiny_base: Path, dataset: Dataset, tmp_path_factory: pytest.TempPath
 
 
 # --- end to end ----------------------------------------------------------------------------
+
+
+def test_dpo_trains_on_pairs_and_from_a_reference_adapter(
+    tiny_base: Path, trained: Any, tmp_path: Path
+) -> None:
+    """DPO on the base, then DPO starting from a production adapter (kept as its reference)."""
+    pairs = helpdesk_dataset(tmp_path / "datasets", n=12, pairs=True)
+    out = tmp_path / "adapters"
+    base_run = run_training(spec_for(tiny_base, pairs, out, method="dpo", max_steps=2))
+    assert base_run.metrics["method"] == "dpo" and base_run.steps == 2
+    lineage = json.loads((base_run.adapter_path / LINEAGE_FILE).read_text())["training"]
+    assert lineage["reference"] == "base" and lineage["loss"] == "dpo_sigmoid"
+    production = trained[0].adapter_path
+    from_production = run_training(
+        spec_for(tiny_base, pairs, out, method="dpo", max_steps=2, reference_adapter=production)
+    )
+    lineage = json.loads((from_production.adapter_path / LINEAGE_FILE).read_text())["training"]
+    assert lineage["reference"] == production.name
+    # only the trained adapter is saved, not TRL's frozen "ref" copy of production
+    assert sorted(p.name for p in from_production.adapter_path.iterdir() if p.is_dir()) == []
+    validate_adapter(from_production.adapter_path, max_rank=8, base_model=tiny_base)
+
+
+def test_dpo_without_pairs_is_refused_by_name(
+    tiny_base: Path, dataset: Dataset, tmp_path: Path
+) -> None:
+    with pytest.raises(TrainingError, match="no preference pairs"):
+        run_training(spec_for(tiny_base, dataset, tmp_path, method="dpo"))
 
 
 def test_training_publishes_a_content_addressed_adapter(trained: Any, tiny_base: Path) -> None:
@@ -304,6 +339,9 @@ def test_configured_caps_apply(tiny_base: Path, dataset: Dataset, tmp_path: Path
         ("time_limit_s", float("nan")),
         ("target_modules", ("q_proj", "../x")),
         ("target_modules", ()),
+        ("method", "ppo"),
+        ("dpo_beta", 0.0),
+        ("reference_adapter", "/tmp/an-adapter"),  # with method sft: no reference model
     ],
 )
 def test_bad_spec_fields_are_named(tmp_path: Path, field: str, value: Any) -> None:
@@ -314,6 +352,8 @@ def test_bad_spec_fields_are_named(tmp_path: Path, field: str, value: Any) -> No
 def test_spec_round_trips_through_json(tmp_path: Path) -> None:
     spec = TrainingSpec(base_model=tmp_path / "b", dataset=tmp_path / "d", output_root=tmp_path)
     assert TrainingSpec.from_json(spec.to_json()) == spec
+    dpo = dataclasses.replace(spec, method="dpo", reference_adapter=tmp_path / "a")
+    assert TrainingSpec.from_json(dpo.to_json()) == dpo
     data = json.loads(spec.to_json())
     data["surprise"] = 1
     with pytest.raises(ValueError, match="unknown fields"):
@@ -324,6 +364,45 @@ def test_child_environment_bounds_threads() -> None:
     env = child_environment(2, base={"PATH": "/bin"})
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2"
     assert env["HF_HUB_OFFLINE"] == "1" and env["PATH"] == "/bin"
+    assert env[PARENT_PID_ENV] == str(os.getpid())
+
+
+CHILD = (
+    "from retrain.training.parent_death import die_with_parent; die_with_parent();"
+    " import time; print('ready', flush=True); time.sleep(60)"
+)
+
+
+def test_a_training_child_dies_with_the_process_that_started_it() -> None:
+    # a parent that starts the child as the job runner does (its env), prints its pid, then waits
+    parent_code = (
+        "import subprocess, sys, time; from retrain.training.job import child_environment;"
+        f" p = subprocess.Popen([sys.executable, '-c', {CHILD!r}], env=child_environment(1),"
+        " stdout=subprocess.PIPE, text=True, start_new_session=True);"
+        " p.stdout.readline(); print(p.pid, flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT
+    )
+    try:
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and running(child_pid):
+            time.sleep(0.05)
+        assert not running(child_pid), "the training child outlived its parent"
+    finally:
+        parent.kill()
+
+
+def test_a_training_child_whose_parent_is_already_gone_stops() -> None:
+    env = {**os.environ, PARENT_PID_ENV: "1", "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 1 and "the process that started training (1) is gone" in done.stderr
 
 
 # --- validate_adapter ----------------------------------------------------------------------

@@ -106,7 +106,8 @@ def test_volume_counts_feedback_since_the_last_run(store, tmp_path):
     past_run(store, minutes_ago=30)
     for i, minutes in enumerate([60, 10, 5]):  # one before the last run, two after
         store.execute(
-            "INSERT INTO feedback VALUES (?, ?, 'support', 'p', 'a', NULL, 'operator')",
+            "INSERT INTO feedback (id, received_at, model_alias, prompt, answer, request_id, actor)"
+            " VALUES (?, ?, 'support', 'p', 'a', NULL, 'operator')",
             [f"f{i}", NOW - timedelta(minutes=minutes)],
         )
     decision = triggers.evaluate("support")
@@ -186,7 +187,8 @@ def test_the_data_floor_counts_what_a_dataset_would_start_from(store):
 
     for i in range(2):
         store.execute(
-            "INSERT INTO feedback VALUES (?, ?, 'support', 'p', 'a', NULL, 'operator')",
+            "INSERT INTO feedback (id, received_at, model_alias, prompt, answer, request_id, actor)"
+            " VALUES (?, ?, 'support', 'p', 'a', NULL, 'operator')",
             [f"f{i}", NOW],
         )
     for i, score in enumerate([5.0, 4.0, 2.0]):  # two pass the 4.0 bar

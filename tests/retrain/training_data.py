@@ -25,7 +25,8 @@ WORDS = [
 ]
 
 
-def helpdesk_dataset(root: Path, n: int = 40, seed: int = 0) -> Dataset:
+def helpdesk_dataset(root: Path, n: int = 40, seed: int = 0, pairs: bool = False) -> Dataset:
+    """``pairs``: every example is a preference pair whose rejected answer lacks the format."""
     rng = random.Random(seed)
 
     def words(k: int) -> str:
@@ -39,6 +40,7 @@ def helpdesk_dataset(root: Path, n: int = 40, seed: int = 0) -> Dataset:
             ],
             "source": "feedback",
             "ref": f"fb-{i}",
+            **({"rejected": words(8) + "."} if pairs else {}),
         }
         for i in range(n)
     ]
