@@ -58,6 +58,9 @@ PAGE_PATH, TICKET_PATH = "/page", "/ticket"
 NEEDS_EVENT = {
     "vllm:": "vLLM's own metrics need a vLLM scrape target: test_vllm_panels.py checks them",
     "driftloop_retrain_": "needs the retrain loop; a run trains a LoRA for minutes, not run here",
+    "driftloop_training_": (
+        "set during a retrain run's train stage (retrain is off here): tests/retrain/test_cancel.py"
+    ),
     "driftloop_gate_decisions_total": "needs a retrain run reaching the golden-set gate",
     "driftloop_deployed_adapter_info": "needs the retrain loop's deployer (retrain is off here)",
     "driftloop_rollbacks_total": "needs a deployed adapter to roll back",
