@@ -10,10 +10,13 @@ base model, which must exist at ``spec.base_model`` on the worker node.
 Progress (step, loss, steps/s) comes back through a Ray queue while the task runs; the queue's
 actor lives on the controller's own node, so a trainer node that dies takes the task, not the
 channel that reports it (a queue lost anyway only stops progress events). The time limit
-and a cancel end the task with ``ray.cancel(force=True)``: its worker dies, and the training
-subprocess with it (it is killed when its parent dies). A worker or node that dies mid-run ends
-the run with ``TrainingError`` naming Ray's reason; nothing is returned, so nothing is
-registered.
+and a cancel end the task two ways at once: a message on a second queue tells the worker to kill
+its training subprocess itself, and ``ray.cancel(force=True)`` kills the worker (the subprocess
+dies with its parent). Either alone is enough; the first holds where ``ray.cancel`` fails (Ray
+2.60 raised ``TypeError: No owner found for object.`` once, with the task still running). The
+executor waits for the task to end before it reports the run killed. A worker or node that dies
+mid-run ends the run with ``TrainingError`` naming Ray's reason; nothing is returned, so nothing
+is registered.
 
 Ray is imported on first use, so configurations with the local executor never load it.
 """
@@ -47,6 +50,8 @@ from retrain.training.spec import (
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
+# How long a stopped task may take to end (the worker polls its stop queue every POLL_S).
+STOP_GRACE_S = 30.0
 
 
 @dataclass
@@ -91,7 +96,8 @@ class RayExecutor:
         except BundleError as exc:
             raise TrainingError(f"cannot hand the dataset to Ray: {exc}") from exc
         self._connect()
-        progress = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": on_this_node()})
+        on_controller = {"num_cpus": 0, "scheduling_strategy": on_this_node()}
+        progress, stop = Queue(actor_options=on_controller), Queue(actor_options=on_controller)
         task = ray.remote(train_on_worker).options(
             num_cpus=self.num_cpus,
             num_gpus=self.num_gpus,
@@ -99,17 +105,17 @@ class RayExecutor:
             max_retries=0,  # a run that died is failed and named, not silently run twice
         )
         ref = task.remote(spec.to_json(), dataset.as_dict(), dataclasses.asdict(self.store),
-                          run_key, progress, reference_ref)  # fmt: skip
+                          run_key, progress, stop, reference_ref)  # fmt: skip
         log.info("training submitted to Ray at %s as %s (%s)", self.address, run_key, ref)
         deadline = started + spec.time_limit_s
         try:
             while not ray.wait([ref], timeout=POLL_S)[0]:
                 self._relay(progress, Empty, on_progress)
                 if cancel is not None and cancel.is_set():
-                    ray.cancel(ref, force=True)
+                    self._stop(ref, stop)
                     raise TrainingCancelledError("training was cancelled (Ray task killed)")
                 if time.monotonic() > deadline:
-                    ray.cancel(ref, force=True)
+                    self._stop(ref, stop)
                     raise TrainingTimeoutError(
                         f"training exceeded its time limit of {spec.time_limit_s:g} s on Ray"
                         " and was killed"
@@ -119,11 +125,29 @@ class RayExecutor:
         except ray.exceptions.RayError as exc:  # the task's, its worker's or its node's death
             raise TrainingError(f"Ray training task failed: {ray_reason(exc)}") from None
         finally:
-            try:
-                ray.kill(progress.actor)  # type: ignore[arg-type]  # an ActorHandle at run time
-            except ray.exceptions.RayError as exc:  # must not hide how the run ended
-                log.warning("the training progress queue could not be stopped: %s", exc)
+            for queue in (progress, stop):
+                try:
+                    ray.kill(queue.actor)  # type: ignore[arg-type]  # an ActorHandle at run time
+                except ray.exceptions.RayError as exc:  # must not hide how the run ended
+                    log.warning("a training queue actor could not be stopped: %s", exc)
         return self._result(objects, out, spec, time.monotonic() - started)
+
+    def _stop(self, ref: Any, stop: Any) -> None:
+        """End the task: its worker kills the training subprocess, and Ray kills the worker."""
+        import ray
+
+        try:
+            stop.put_nowait("stop")
+        except ray.exceptions.RayError as exc:
+            log.warning("the stop message could not reach the Ray worker: %s", ray_reason(exc))
+        try:
+            ray.cancel(ref, force=True)
+        except Exception as exc:  # TypeError/ValueError from the core worker, not a RayError
+            log.warning("ray.cancel failed (%s: %s); the worker stops training itself",
+                        type(exc).__name__, exc)  # fmt: skip
+        if not ray.wait([ref], timeout=STOP_GRACE_S)[0]:
+            log.warning("the Ray training task had not ended %g s after being stopped",
+                        STOP_GRACE_S)  # fmt: skip
 
     def _connect(self) -> None:
         import ray
@@ -190,10 +214,11 @@ def train_on_worker(
     store: dict[str, str],
     run_key: str,
     progress: Any,
+    stop: Any,
     reference: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The Ray task: fetch the dataset (and a DPO run's reference adapter), train in a
-    subprocess, publish the adapter."""
+    subprocess (killed when a message arrives on ``stop``), publish the adapter."""
     import ray
 
     objects = StoreAccess(**store).open()
@@ -206,10 +231,34 @@ def train_on_worker(
         if reference is not None:
             ref = BundleRef(reference["key"], reference["digest"])
             spec = dataclasses.replace(spec, reference_adapter=fetch(objects, ref, root / "ref"))
-        result = run_training(
-            spec, on_progress=lambda p: progress.put_nowait(dataclasses.asdict(p))
-        )
+        cancel, done = threading.Event(), threading.Event()
+        watcher = threading.Thread(target=_watch_stop, args=(stop, cancel, done), daemon=True)
+        watcher.start()
+        try:
+            result = run_training(
+                spec,
+                on_progress=lambda p: progress.put_nowait(dataclasses.asdict(p)),
+                cancel=cancel,
+            )
+        finally:
+            done.set()
         adapter = publish_folder(
             objects, lambda _: f"{run_key}/adapters/{result.adapter_path.name}", result.adapter_path
         )
     return {"adapter": adapter.as_dict(), "node": ray.get_runtime_context().get_node_id()}
+
+
+def _watch_stop(stop: Any, cancel: threading.Event, done: threading.Event) -> None:
+    """On the worker: set ``cancel`` once the controller puts a stop message on its queue."""
+    import ray
+    from ray.util.queue import Empty
+
+    while not done.is_set():
+        try:
+            stop.get(timeout=POLL_S)
+        except Empty:
+            continue
+        except ray.exceptions.RayError:  # the controller's queue is gone: so is its driver
+            return
+        cancel.set()
+        return
