@@ -32,6 +32,15 @@ def test_tail_p_value_uses_draws_while_they_suffice():
     assert method == "gpd_tail" and p < 1 / 2001
 
 
+def test_a_score_that_draws_reach_keeps_its_monte_carlo_p_value():
+    # The tail model only goes past the last draw: below that the decision stays the exact
+    # Monte Carlo one at every alpha (the tail fit's noise must not add false alarms).
+    null = np.random.default_rng(1).normal(size=2000)
+    for reached_by in (1, 5, 9):
+        observed = float(np.sort(null)[-reached_by])
+        assert tail_p_value(observed, null) == ((1 + reached_by) / 2001, "permutation")
+
+
 def test_mean_shift_p_values_go_past_the_floor_in_order():
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(400, 8))
