@@ -12,7 +12,7 @@ from typing import Any
 from retrain.adapter_registry import Adapter, AdapterRegistryError, Status, check_name
 from retrain.feedback import add_feedback
 from retrain.gate.evaluations import evaluations
-from retrain.loop import RetrainLoop
+from retrain.loop import RetrainLoop, new_run_id
 from retrain.serving.canary import CanaryRelease
 from retrain.serving.deploy import Route
 from retrain.switches import set_paused, set_pinned
@@ -56,18 +56,21 @@ class LoopControl:
 
     # --- overrides ----------------------------------------------------------------------------
 
-    def force(self, alias: str, reason: str, actor: str) -> TriggerDecision:
-        """Start a run now in the background if the switches allow it; the decision says."""
+    def force(self, alias: str, reason: str, actor: str) -> tuple[TriggerDecision, str | None]:
+        """Start a run now in the background if the switches allow it: the decision, and the
+        id the run will have (None when none starts)."""
         decision = self._loop.triggers.evaluate(alias, manual_reason=reason)
-        if decision.should_run:
-            # the run takes minutes; its retrain_runs row shows how far it got
-            threading.Thread(
-                target=self._loop.run,
-                args=(alias, decision, actor),
-                name=f"retrain-{alias}",
-                daemon=True,
-            ).start()
-        return decision
+        if not decision.should_run:
+            return decision, None
+        run_id = new_run_id()
+        # the run takes minutes; its retrain_runs row shows how far it got
+        threading.Thread(
+            target=self._loop.run,
+            args=(alias, decision, actor, run_id),
+            name=f"retrain-{alias}",
+            daemon=True,
+        ).start()
+        return decision, run_id
 
     def cancel_run(self, run_id: str, *, actor: str, reason: str) -> str:
         """Stop a run in progress (training is killed at once); returns its alias."""

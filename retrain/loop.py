@@ -69,6 +69,10 @@ class GateOutcome:
     report_path: Path | None
 
 
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
 class Trainer(Protocol):
     def __call__(
         self,
@@ -164,13 +168,20 @@ class RetrainLoop:
             out[alias] = self.run(alias, decision) if decision.should_run else decision
         return out
 
-    def run(self, alias: str, decision: TriggerDecision, actor: str = "loop") -> RunResult:
-        """One retrain run for ``alias``; holds the alias's run lock throughout."""
+    def run(
+        self,
+        alias: str,
+        decision: TriggerDecision,
+        actor: str = "loop",
+        run_id: str | None = None,
+    ) -> RunResult:
+        """One retrain run for ``alias`` (under ``run_id`` when the caller named it first, e.g.
+        to answer an API call before the run starts); holds the alias's run lock throughout."""
         lock = RunLock(self.settings.lock_dir, alias)
         if not lock.acquire():
             return RunResult("", "suppressed", "a retrain run is already in progress")
         try:
-            return self._run_locked(alias, decision, actor)
+            return self._run_locked(alias, decision, actor, run_id or new_run_id())
         finally:
             lock.release()
 
@@ -205,8 +216,10 @@ class RetrainLoop:
 
     # --- the stages ---------------------------------------------------------------------------
 
-    def _run_locked(self, alias: str, decision: TriggerDecision, actor: str) -> RunResult:
-        result = RunResult(uuid.uuid4().hex[:16], "running", decision.reason)
+    def _run_locked(
+        self, alias: str, decision: TriggerDecision, actor: str, run_id: str
+    ) -> RunResult:
+        result = RunResult(run_id, "running", decision.reason)
         self.runs.start(
             result.run_id,
             alias,

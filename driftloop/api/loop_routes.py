@@ -121,11 +121,11 @@ def loop_router(
         """Start a retrain now (skips the cooldown, not the pause, the lock or the data floor)."""
         alias = alias_known(body.model)
         audited(request, model=alias, reason=body.reason)
-        # the run continues in the background; GET /retrain/runs follows it
-        decision = control.force(alias, body.reason, OPERATOR)
-        if not decision.should_run:
+        # the run continues in the background; GET /retrain/runs follows it by this id
+        decision, run_id = control.force(alias, body.reason, OPERATOR)
+        if run_id is None:
             raise HTTPException(409, decision.reason)
-        return {"accepted": True, "model": alias, "reason": decision.reason}
+        return {"accepted": True, "model": alias, "reason": decision.reason, "run": run_id}
 
     @router.post("/retrain/runs/{run_id}/cancel", status_code=202)
     def cancel_run(run_id: RunId, body: Reason, request: Request) -> dict[str, Any]:

@@ -63,7 +63,8 @@ def test_a_run_cancelled_while_training_kills_the_trainer_and_registers_nothing(
     for example in house_format_feedback()[:24]:
         body = {"model": ALIAS, "prompt": example.prompt, "answer": example.answer}
         assert client.post("/api/v1/feedback", json=body).status_code == 201
-    assert client.post("/api/v1/retrain", json={"model": ALIAS, "reason": "t"}).status_code == 202
+    started = client.post("/api/v1/retrain", json={"model": ALIAS, "reason": "t"})
+    assert started.status_code == 202, started.text
 
     def training_or_ended() -> bool:
         run = latest_run(client)
@@ -72,6 +73,7 @@ def test_a_run_cancelled_while_training_kills_the_trainer_and_registers_nothing(
 
     polling.wait_until(training_or_ended, what="training steps in the timeline", timeout_s=180)
     run = latest_run(client)
+    assert run["id"] == started.json()["run"]  # the id the API answered with
     assert run["status"] == "running", run["error"]
     progress = training_progress(run)
     print("progress in the timeline:", progress)
