@@ -177,12 +177,20 @@ def train(
     return {**result.metrics, "wall_seconds": result.wall_seconds, "adapter_bytes": size}
 
 
-def generate(base: Path, adapter: Path | None, prompts: list[str], threads: int) -> list[str]:
-    """Greedy answers of the base model (or base + adapter) to single-turn prompts."""
+def generate(
+    base: Path,
+    adapter: Path | None,
+    prompts: list[str],
+    threads: int | None = None,
+    max_new_tokens: int = 24,
+) -> list[str]:
+    """Greedy answers of the base model (or base + adapter) to single-turn prompts (``threads``:
+    torch's thread count, its default when None)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     if adapter is not None:
@@ -199,7 +207,7 @@ def generate(base: Path, adapter: Path | None, prompts: list[str], threads: int)
             return_dict=True,
         )
         with torch.no_grad():
-            output = model.generate(**batch, max_new_tokens=24, do_sample=False)
+            output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
         new = output[0, batch["input_ids"].shape[1] :]
         answers.append(tokenizer.decode(new, skip_special_tokens=True).strip())
     return answers

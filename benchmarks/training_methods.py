@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.train_speed import generate
 from driftloop.demo.story import chitchat, tech_support_traffic
 from retrain.data.dataset import build_dataset
 from retrain.training.job import run_training
@@ -53,29 +54,8 @@ def held_out_prompts(n_train: int, n: int) -> list[str]:
 
 def format_rate(base: Path, adapter: Path | None, prompts: list[str]) -> float:
     """Share of greedy answers (12 new tokens) that start in the house format."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
-    model.eval()
-    hits = 0
-    with torch.no_grad():
-        for prompt in prompts:
-            ids = tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}],
-                add_generation_prompt=True,
-                return_tensors="pt",
-                return_dict=True,
-            )
-            out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-            answer = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-            hits += bool(HOUSE_FORMAT.match(answer))
-    return hits / len(prompts)
+    answers = generate(base, adapter, prompts, max_new_tokens=12)
+    return sum(bool(HOUSE_FORMAT.match(answer)) for answer in answers) / len(prompts)
 
 
 def train(base: Path, root: Path, method: str, steps: int, n_pairs: int) -> Any:
